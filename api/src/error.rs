@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::path::FieldPath;
 
 /// The kind of problem a [`FieldError`] reports, mirroring Kubernetes' `field.ErrorType`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ErrorType {
     /// A value refers to something that does not exist (a volume mount naming no volume).
     NotFound,

@@ -113,8 +113,13 @@ fn validate_selector_and_template(
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    if let Ok(parsed) = Selector::from_label_selector(Some(selector)) {
-        if !is_empty && !parsed.matches(&labels) {
+    match Selector::from_label_selector(Some(selector)) {
+        Err(_) => errors.push(FieldError::invalid(
+            &selector_path,
+            to_json(selector),
+            "invalid label selector",
+        )),
+        Ok(parsed) if !is_empty && !parsed.matches(&labels) => {
             let labels_path = template_path.child("metadata").child("labels");
             errors.push(FieldError::invalid(
                 &labels_path,
@@ -122,6 +127,7 @@ fn validate_selector_and_template(
                 "`selector` does not match template `labels`",
             ));
         }
+        Ok(_) => {}
     }
     validate_pod_template(template, &template_path, errors);
     if let Some(policy) = template
