@@ -128,6 +128,9 @@ pub struct Limits {
     pub max_nodes: usize,
     /// Most YAML alias uses (`*name`).
     pub max_aliases: usize,
+    /// Most YAML events (scalars, sequence and mapping starts and ends) replayed by
+    /// alias uses in total: what stops a "billion laughs" document early.
+    pub max_alias_events: usize,
     /// Most YAML documents in one input.
     pub max_documents: usize,
 }
@@ -139,6 +142,7 @@ impl Limits {
         max_depth: 64,
         max_nodes: 100_000,
         max_aliases: 1_000,
+        max_alias_events: 10_000,
         max_documents: 1,
     };
     /// Limits for manifest files read by the CLI: larger, many documents.
@@ -147,6 +151,7 @@ impl Limits {
         max_depth: 64,
         max_nodes: 1_000_000,
         max_aliases: 1_000,
+        max_alias_events: 10_000,
         max_documents: 1_000,
     };
 }
@@ -280,7 +285,7 @@ fn parse_yaml(input: &[u8], context: Context, limits: &Limits) -> (Result<Vec<Va
     budget.max_total_scalar_bytes = limits.max_bytes;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
-    options.alias_limits.max_total_replayed_events = limits.max_nodes;
+    options.alias_limits.max_total_replayed_events = limits.max_alias_events;
     // Duplicate keys reach our value builder, which reports them with their path
     // exactly as it does for JSON.
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
