@@ -1,0 +1,665 @@
+//! Store tests: openraft's storage conformance suite, then single- and multi-member
+//! behaviour with real members (in-process, on 127.0.0.1) over real files.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::StorageError;
+use openraft::testing::{StoreBuilder, Suite};
+use tempfile::TempDir;
+use tokio::time::{Instant, sleep};
+
+use super::db::Db;
+use super::log_store::LogStore;
+use super::state_machine::StateMachine;
+use super::watch::WatchHub;
+use super::*;
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path()).expect("open db");
+        Ok((
+            dir,
+            LogStore::new(db.clone()),
+            StateMachine::new(db, WatchHub::new(), 1000),
+        ))
+    }
+}
+
+#[test]
+fn openraft_storage_conformance_suite() {
+    Suite::test_all(Builder).expect("openraft storage suite");
+}
+
+/// Fast timings for tests on one machine.
+fn test_tuning() -> Tuning {
+    Tuning {
+        heartbeat_interval: Duration::from_millis(50),
+        election_timeout_min: Duration::from_millis(300),
+        election_timeout_max: Duration::from_millis(600),
+        snapshot_after_logs: 10_000,
+        logs_kept_after_snapshot: 100,
+        history_revisions: 100_000,
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Starts a member in `dir`, joining `join` if given.
+async fn member(dir: &TempDir, join: Option<&Store>, tuning: Tuning) -> Store {
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        listen_peer: "127.0.0.1:0".parse().unwrap(),
+        advertise_peer: None,
+        join: join.map(|store| store.address().to_owned()),
+        tuning,
+    };
+    Store::open(config).await.expect("open member")
+}
+
+/// Reopens a member from its data dir, reusing its address so the others find it.
+async fn reopen(dir: &TempDir, address: &str, tuning: Tuning) -> Store {
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        listen_peer: address.parse().unwrap(),
+        advertise_peer: None,
+        join: None,
+        tuning,
+    };
+    Store::open(config).await.expect("reopen member")
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn committed_revision(outcome: &TxnOutcome) -> u64 {
+    match outcome {
+        TxnOutcome::Committed { revision, .. } => *revision,
+        TxnOutcome::Failed { .. } => panic!("expected a commit, got {outcome:?}"),
+    }
+}
+
+/// The next watch message, failing the test after 10 s of silence.
+async fn next_message(watch: &mut WatchStream) -> WatchMessage {
+    tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a watch message within 10 s")
+        .expect("the watch is open")
+}
+
+async fn value(store: &Store, key: &str, consistency: Consistency) -> Option<Vec<u8>> {
+    store
+        .get(key, consistency)
+        .await
+        .expect("get")
+        .0
+        .map(|kv| kv.value)
+}
+
+#[tokio::test]
+async fn single_member_crud_with_compare_and_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = member(&dir, None, test_tuning()).await;
+    wait_until("leadership", || store.is_leader()).await;
+
+    let created = committed_revision(
+        &store
+            .create("/registry/pods/default/a", b"one".to_vec())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        store
+            .create("/registry/pods/default/a", b"dup".to_vec())
+            .await
+            .unwrap(),
+        TxnOutcome::Failed {
+            op_index: 0,
+            precondition: Precondition::AlreadyExists
+        }
+    );
+    let (kv, revision) = store
+        .get("/registry/pods/default/a", Consistency::Linearizable)
+        .await
+        .unwrap();
+    let kv = kv.unwrap();
+    assert_eq!(
+        (
+            kv.value.as_slice(),
+            kv.create_revision,
+            kv.mod_revision,
+            revision
+        ),
+        (b"one".as_slice(), created, created, created)
+    );
+
+    let stale = store
+        .update(
+            "/registry/pods/default/a",
+            b"two".to_vec(),
+            Some(created - 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stale,
+        TxnOutcome::Failed {
+            op_index: 0,
+            precondition: Precondition::RevisionMismatch { actual: created }
+        }
+    );
+    let updated = store
+        .update("/registry/pods/default/a", b"two".to_vec(), Some(created))
+        .await
+        .unwrap();
+    let TxnOutcome::Committed {
+        revision: updated_revision,
+        prev,
+    } = updated
+    else {
+        panic!("update failed")
+    };
+    assert_eq!(updated_revision, created + 1);
+    assert_eq!(prev[0].as_ref().unwrap().value, b"one");
+    let kv = store
+        .get("/registry/pods/default/a", Consistency::Linearizable)
+        .await
+        .unwrap()
+        .0
+        .unwrap();
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision),
+        (created, created + 1)
+    );
+
+    assert_eq!(
+        store
+            .update("/registry/pods/default/missing", b"x".to_vec(), None)
+            .await
+            .unwrap(),
+        TxnOutcome::Failed {
+            op_index: 0,
+            precondition: Precondition::NotFound
+        }
+    );
+    assert_eq!(
+        store
+            .delete("/registry/pods/default/a", Some(created))
+            .await
+            .unwrap(),
+        TxnOutcome::Failed {
+            op_index: 0,
+            precondition: Precondition::RevisionMismatch {
+                actual: created + 1
+            }
+        }
+    );
+    committed_revision(
+        &store
+            .delete("/registry/pods/default/a", Some(created + 1))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        value(
+            &store,
+            "/registry/pods/default/a",
+            Consistency::Linearizable
+        )
+        .await,
+        None
+    );
+    assert!(matches!(
+        store.txn(Txn::default()).await,
+        Err(Error::InvalidRequest(_))
+    ));
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn transactions_are_all_or_nothing_at_one_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = member(&dir, None, test_tuning()).await;
+    store.create("/k/existing", b"e".to_vec()).await.unwrap();
+    let before = store.revision().unwrap();
+    let failing = Txn {
+        ops: vec![
+            Op::Create {
+                key: "/k/new".into(),
+                value: b"n".to_vec(),
+            },
+            Op::Create {
+                key: "/k/existing".into(),
+                value: b"again".to_vec(),
+            },
+        ],
+    };
+    assert_eq!(
+        store.txn(failing).await.unwrap(),
+        TxnOutcome::Failed {
+            op_index: 1,
+            precondition: Precondition::AlreadyExists
+        }
+    );
+    assert_eq!(
+        value(&store, "/k/new", Consistency::Linearizable).await,
+        None,
+        "nothing of a failed txn applies"
+    );
+    assert_eq!(
+        store.revision().unwrap(),
+        before,
+        "a failed txn does not advance the revision"
+    );
+
+    // Later operations see earlier ones: create then update the same key.
+    let chained = Txn {
+        ops: vec![
+            Op::Create {
+                key: "/k/new".into(),
+                value: b"n1".to_vec(),
+            },
+            Op::Update {
+                key: "/k/new".into(),
+                value: b"n2".to_vec(),
+                expected_revision: None,
+            },
+            Op::Delete {
+                key: "/k/existing".into(),
+                expected_revision: None,
+            },
+        ],
+    };
+    let revision = committed_revision(&store.txn(chained).await.unwrap());
+    assert_eq!(revision, before + 1, "one revision per transaction");
+    let kv = store
+        .get("/k/new", Consistency::Linearizable)
+        .await
+        .unwrap()
+        .0
+        .unwrap();
+    assert_eq!(
+        (kv.value.as_slice(), kv.mod_revision),
+        (b"n2".as_slice(), revision)
+    );
+    assert_eq!(
+        value(&store, "/k/existing", Consistency::Linearizable).await,
+        None
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn range_pages_through_a_prefix_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = member(&dir, None, test_tuning()).await;
+    for name in ["c", "a", "e", "b", "d"] {
+        store
+            .create(
+                &format!("/registry/pods/ns1/{name}"),
+                name.as_bytes().to_vec(),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .create("/registry/pods/ns10/x", b"x".to_vec())
+        .await
+        .unwrap();
+    store
+        .create("/registry/services/ns1/s", b"s".to_vec())
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    let mut start_after: Option<String> = None;
+    loop {
+        let page = store
+            .range(
+                "/registry/pods/ns1/",
+                start_after.as_deref(),
+                2,
+                Consistency::Linearizable,
+            )
+            .await
+            .unwrap();
+        keys.extend(page.kvs.iter().map(|kv| kv.key.clone()));
+        if !page.more {
+            break;
+        }
+        start_after = page.kvs.last().map(|kv| kv.key.clone());
+    }
+    assert_eq!(
+        keys,
+        ["a", "b", "c", "d", "e"].map(|n| format!("/registry/pods/ns1/{n}"))
+    );
+    let all = store
+        .range("/registry/pods/", None, 0, Consistency::Stale)
+        .await
+        .unwrap();
+    assert_eq!(all.kvs.len(), 6);
+    assert!(!all.more);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_replays_history_in_order_then_follows_live_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = member(&dir, None, test_tuning()).await;
+    // Revision 0 means "from now on", so start the history at a later revision.
+    store.create("/unwatched", b"0".to_vec()).await.unwrap();
+    let first = committed_revision(&store.create("/w/a", b"1".to_vec()).await.unwrap());
+    store.update("/w/a", b"2".to_vec(), None).await.unwrap();
+    store.create("/other/x", b"x".to_vec()).await.unwrap();
+    store.delete("/w/a", None).await.unwrap();
+
+    let mut watch = store
+        .watch("/w/", first - 1, Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match next_message(&mut watch).await {
+            WatchMessage::Events(events) => seen.extend(events),
+            WatchMessage::Progress(_) => {}
+            WatchMessage::Expired => panic!("unexpected expiry"),
+        }
+    }
+    let kinds: Vec<EventKind> = seen.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Created, EventKind::Updated, EventKind::Deleted]
+    );
+    let revisions: Vec<u64> = seen.iter().map(Event::revision).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    assert_eq!(seen[2].kv.value, b"2", "a deletion carries the last value");
+
+    // Live changes follow, each exactly once, with progress notifications between.
+    let live = committed_revision(&store.create("/w/b", b"b".to_vec()).await.unwrap());
+    let mut live_events = Vec::new();
+    let mut progress = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while progress.is_none_or(|p| p < live) {
+        assert!(Instant::now() < deadline, "no progress notification");
+        match next_message(&mut watch).await {
+            WatchMessage::Events(events) => live_events.extend(events),
+            WatchMessage::Progress(revision) => progress = Some(revision),
+            WatchMessage::Expired => panic!("unexpected expiry"),
+        }
+    }
+    assert_eq!(live_events.len(), 1);
+    assert_eq!(live_events[0].kv.key, "/w/b");
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_revision_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = Tuning {
+        history_revisions: 5,
+        ..test_tuning()
+    };
+    let store = member(&dir, None, tuning).await;
+    let first = committed_revision(&store.create("/c/0", b"0".to_vec()).await.unwrap());
+    for idx in 1..20 {
+        store
+            .create(&format!("/c/{idx}"), b"v".to_vec())
+            .await
+            .unwrap();
+    }
+    match store.watch("/c/", first, None) {
+        Err(Error::Compacted { requested, oldest }) => {
+            assert_eq!((requested, oldest), (first, first + 20 - 5))
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    let recent = store.revision().unwrap() - 2;
+    let mut watch = store.watch("/c/", recent, None).unwrap();
+    let WatchMessage::Events(events) = next_message(&mut watch).await else {
+        panic!("expected events")
+    };
+    assert_eq!(events.len(), 2);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_compare_and_swap_has_exactly_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = member(&dir, None, test_tuning()).await;
+    store.create("/cas/counter", b"0".to_vec()).await.unwrap();
+    for round in 0..5 {
+        let (kv, _) = store
+            .get("/cas/counter", Consistency::Linearizable)
+            .await
+            .unwrap();
+        let revision = kv.unwrap().mod_revision;
+        let mut writers = tokio::task::JoinSet::new();
+        for writer in 0..8 {
+            let store = store.clone();
+            writers.spawn(async move {
+                store
+                    .update(
+                        "/cas/counter",
+                        format!("{round}-{writer}").into_bytes(),
+                        Some(revision),
+                    )
+                    .await
+                    .unwrap()
+            });
+        }
+        let outcomes = writers.join_all().await;
+        let winners = outcomes
+            .iter()
+            .filter(|o| matches!(o, TxnOutcome::Committed { .. }))
+            .count();
+        assert_eq!(winners, 1, "round {round}: {outcomes:?}");
+        assert!(outcomes.iter().all(|o| matches!(
+            o,
+            TxnOutcome::Committed { .. }
+                | TxnOutcome::Failed {
+                    precondition: Precondition::RevisionMismatch { .. },
+                    ..
+                }
+        )));
+    }
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_recovers_log_state_and_membership() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = member(&dir, None, test_tuning()).await;
+    let node_id = store.node_id();
+    let address = store.address().to_owned();
+    for idx in 0..50 {
+        store
+            .create(&format!("/r/{idx:02}"), vec![idx])
+            .await
+            .unwrap();
+    }
+    let revision = store.revision().unwrap();
+    store.shutdown().await;
+    drop(store);
+
+    let store = reopen(&dir, &address, test_tuning()).await;
+    assert_eq!(store.node_id(), node_id, "the member keeps its identity");
+    wait_until("leadership after restart", || store.is_leader()).await;
+    let all = store
+        .range("/r/", None, 0, Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(all.kvs.len(), 50);
+    assert_eq!(all.kvs[7].value, vec![7]);
+    assert!(all.revision >= revision);
+    assert_eq!(
+        store.members(),
+        vec![Member {
+            node_id,
+            address,
+            voter: true
+        }]
+    );
+    committed_revision(&store.create("/r/after", b"x".to_vec()).await.unwrap());
+    store.shutdown().await;
+}
+
+/// Starts three members: the first initializes, the others join it.
+async fn three_members(dirs: &[TempDir; 3], tuning: &Tuning) -> Vec<Store> {
+    let first = member(&dirs[0], None, tuning.clone()).await;
+    wait_until("first leader", || first.is_leader()).await;
+    let second = member(&dirs[1], Some(&first), tuning.clone()).await;
+    let third = member(&dirs[2], Some(&second), tuning.clone()).await;
+    let stores = vec![first, second, third];
+    wait_until("three voters", || {
+        stores[0].members().iter().filter(|m| m.voter).count() == 3
+    })
+    .await;
+    stores
+}
+
+fn leader_of(stores: &[Store]) -> Option<usize> {
+    stores.iter().position(Store::is_leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_replicate_forward_and_fail_over() {
+    let dirs = [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
+    let tuning = test_tuning();
+    let mut stores = three_members(&dirs, &tuning).await;
+    let ids: BTreeSet<NodeId> = stores.iter().map(Store::node_id).collect();
+    assert_eq!(ids.len(), 3);
+
+    // Writes through any member; linearizable reads on any member see them.
+    for (idx, store) in stores.iter().enumerate() {
+        committed_revision(
+            &store
+                .create(&format!("/m/{idx}"), vec![u8::try_from(idx).unwrap()])
+                .await
+                .unwrap(),
+        );
+        for reader in &stores {
+            assert_eq!(
+                value(reader, &format!("/m/{idx}"), Consistency::Linearizable).await,
+                Some(vec![u8::try_from(idx).unwrap()])
+            );
+        }
+    }
+
+    // Stop the leader: the other two elect a new one and keep accepting writes.
+    let old_leader = leader_of(&stores).expect("a leader");
+    let stopped = stores.remove(old_leader);
+    stopped.shutdown().await;
+    wait_until("a new leader", || leader_of(&stores).is_some()).await;
+    for store in &stores {
+        committed_revision(
+            &store
+                .create(&format!("/m/after-{}", store.node_id()), b"x".to_vec())
+                .await
+                .unwrap(),
+        );
+    }
+    for store in &stores {
+        assert_eq!(
+            store
+                .range("/m/", None, 0, Consistency::Linearizable)
+                .await
+                .unwrap()
+                .kvs
+                .len(),
+            5
+        );
+    }
+    for store in &stores {
+        store.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_a_snapshot_catches_up_after_restart() {
+    let dirs = [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
+    let tuning = Tuning {
+        snapshot_after_logs: 50,
+        logs_kept_after_snapshot: 5,
+        ..test_tuning()
+    };
+    let mut stores = three_members(&dirs, &tuning).await;
+
+    // Stop a follower, write enough for snapshots and log purges, restart it.
+    let follower = (0..3).find(|idx| !stores[*idx].is_leader()).unwrap();
+    let follower_address = stores[follower].address().to_owned();
+    let stopped = stores.remove(follower);
+    stopped.shutdown().await;
+    drop(stopped);
+    for idx in 0..300 {
+        stores[0]
+            .create(&format!("/s/{idx:03}"), format!("v{idx}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let target = stores[0].revision().unwrap();
+    let restarted = reopen(&dirs[follower], &follower_address, tuning.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while restarted.revision().unwrap() < target {
+        assert!(
+            Instant::now() < deadline,
+            "follower stuck at {} of {target}",
+            restarted.revision().unwrap()
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    let page = restarted
+        .range("/s/", None, 0, Consistency::Stale)
+        .await
+        .unwrap();
+    assert_eq!(page.kvs.len(), 300);
+    assert_eq!(page.kvs[299].value, b"v299");
+    stores.push(restarted);
+    for store in &stores {
+        store.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_can_be_removed() {
+    let dirs = [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
+    let tuning = test_tuning();
+    let stores = three_members(&dirs, &tuning).await;
+    let leader = leader_of(&stores).unwrap();
+    let victim = (leader + 1) % 3;
+    let victim_id = stores[victim].node_id();
+    // Ask a member that is not the leader: it forwards.
+    stores[victim].remove(victim_id).await.unwrap();
+    wait_until("two members", || stores[leader].members().len() == 2).await;
+    assert!(
+        stores[leader]
+            .members()
+            .iter()
+            .all(|m| m.node_id != victim_id)
+    );
+    committed_revision(
+        &stores[leader]
+            .create("/rm/after", b"x".to_vec())
+            .await
+            .unwrap(),
+    );
+    for store in &stores {
+        store.shutdown().await;
+    }
+}

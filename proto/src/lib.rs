@@ -1,0 +1,17 @@
+//! Skiff's gRPC schemas and the tonic/prost code generated from them. No logic lives
+//! here; conversions to domain types live beside those types.
+//!
+//! - [`store`]: Raft traffic between control-plane members and the key-value API
+//!   (`skiff/store.proto`).
+
+/// `skiff.store.v1`: the Raft and Kv services of the control-plane store.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    unused_qualifications,
+    reason = "generated code"
+)]
+pub mod store {
+    tonic::include_proto!("skiff.store.v1");
+}
