@@ -327,7 +327,12 @@ impl Store {
                 Err(RaftError::Fatal(e)) => return Err(Error::Raft(e.to_string())),
             };
             match (forward_address(&forward), may_forward) {
-                (Some(leader), true) => return self.forward_write(&leader, txn).await,
+                (Some(leader), true) => {
+                    if let Some(outcome) = self.forward_write(&leader, &txn, remaining).await? {
+                        return Ok(outcome);
+                    }
+                    self.wait_for_leader(deadline).await?;
+                }
                 (Some(leader), false) => {
                     return Err(Error::Unavailable(format!(
                         "this member is not the leader; the leader is at {leader}"
@@ -338,24 +343,32 @@ impl Store {
         }
     }
 
-    async fn forward_write(&self, leader: &str, txn: Txn) -> Result<TxnOutcome> {
+    /// Sends a write to the leader. A leader that cannot be connected to never saw the
+    /// request, so the caller may wait for a new leader and retry (`Ok(None)`).
+    async fn forward_write(
+        &self,
+        leader: &str,
+        txn: &Txn,
+        remaining: Duration,
+    ) -> Result<Option<TxnOutcome>> {
         let mut client = self
             .inner
             .peers
             .kv(leader)
             .map_err(|e| Error::Unavailable(format!("leader at {leader}: {e}")))?;
-        let mut request = tonic::Request::new(service::txn_to_proto(&txn));
-        request.set_timeout(self.inner.tuning.request_timeout);
+        let mut request = tonic::Request::new(service::txn_to_proto(txn));
+        request.set_timeout(remaining);
         request
             .metadata_mut()
             .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
         match client.txn(request).await {
-            Ok(reply) => service::outcome_from_proto(reply.into_inner()),
+            Ok(reply) => service::outcome_from_proto(reply.into_inner()).map(Some),
+            Err(status) if is_connect_error(&status) => Ok(None),
             Err(status)
                 if status.code() == tonic::Code::Unavailable
-                    && status.message().starts_with("no raft leader") =>
+                    && status.message().starts_with("no raft leader is available") =>
             {
-                Err(Error::Unavailable(status.message().to_owned()))
+                Ok(None)
             }
             // The request may have reached the leader before the failure.
             Err(status) => Err(Error::Indeterminate(format!(
@@ -400,7 +413,12 @@ impl Store {
                 Err(RaftError::Fatal(e)) => return Err(Error::Raft(e.to_string())),
             };
             match forward_address(&forward) {
-                Some(leader) => return self.follower_read_index(&leader, remaining).await,
+                Some(leader) => match self.follower_read_index(&leader, remaining).await {
+                    Err(Error::Unavailable(_)) if Instant::now() < deadline => {
+                        self.wait_for_leader(deadline).await?
+                    }
+                    result => return result,
+                },
                 None => self.wait_for_leader(deadline).await?,
             }
         }
@@ -542,6 +560,24 @@ impl Store {
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
     }
+}
+
+/// Whether a call failed because the connection could not be established, so the
+/// request was never sent.
+fn is_connect_error(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            );
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// The leader's address from a `ForwardToLeader` hint.
