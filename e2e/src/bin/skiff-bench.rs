@@ -1,0 +1,53 @@
+//! `skiff-bench`: runs a benchmark, prints progress and a table, then (as its last
+//! line) `RESULT <bench> key=value …` with `vs_peer` when a peer ran in the same run.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use skiff_e2e::store_bench;
+
+#[derive(Debug, Parser)]
+#[command(name = "skiff-bench", version)]
+struct Flags {
+    #[command(subcommand)]
+    bench: Bench,
+    /// Also write the full report as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Store writes and linearizable reads vs etcd, with 1 and 3 members.
+    Store {
+        /// Runs per system and member count (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Operations per client in the concurrent runs.
+        #[arg(long, default_value_t = 200)]
+        ops_per_client: usize,
+        /// Member counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        members: Vec<usize>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    match flags.bench {
+        Bench::Store { repeats, clients, ops_per_client, members } => {
+            let options = store_bench::Options { member_counts: members, repeats, clients, ops_per_client, ..Default::default() };
+            let cells = store_bench::bench(&options).await?;
+            print!("{}", store_bench::table(&cells));
+            if let Some(path) = &flags.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&store_bench::to_json(&cells))?)?;
+            }
+            println!("{}", store_bench::result_line(&cells));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! End-to-end support: running Skiff's binaries and peer systems as real processes,
+//! and the measurement code of `skiff-bench`.
+//!
+//! - [`process`]: child processes with temp data dirs, killed on drop.
+//! - [`stats`]: latency samples, percentiles and throughput.
+//! - [`store_bench`]: the `skiff-bench store` workload against Skiff and etcd.
+//! - [`etcd`]: the generated client for etcd's KV API.
+
+pub mod process;
+pub mod stats;
+pub mod store_bench;
+
+/// etcd's KV API (subset), generated from `proto/etcd.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications, reason = "generated code")]
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
