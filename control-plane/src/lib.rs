@@ -1,8 +1,10 @@
 //! Skiff's control plane.
 //!
 //! - [`store`]: the Raft-replicated key-value store, the source of truth.
+//! - [`admin`]: operator commands against a running member (`member list|remove`).
 //! - [`Config`] and [`run`]: what `skiff-control-plane` starts.
 
+pub mod admin;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -3,13 +3,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 /// Skiff's control plane: the replicated store and (soon) the API server.
 #[derive(Debug, Parser)]
-#[command(name = "skiff-control-plane", version)]
+#[command(
+    name = "skiff-control-plane",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Flags {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Directory for the store's database.
     #[arg(long, default_value = "/var/lib/skiff/control-plane")]
     data_dir: PathBuf,
@@ -24,29 +30,71 @@ struct Flags {
     join: Option<String>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect or change the store's membership through a running member.
+    Member {
+        #[command(subcommand)]
+        action: MemberAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MemberAction {
+    /// List the members and which one leads.
+    List {
+        /// Peer address of any member.
+        #[arg(long, default_value = "127.0.0.1:2380")]
+        peer: String,
+    },
+    /// Remove a member by id.
+    Remove {
+        /// The member's id (from `member list`).
+        node_id: u64,
+        /// Peer address of any member.
+        #[arg(long, default_value = "127.0.0.1:2380")]
+        peer: String,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn".into());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let flags = Flags::parse();
-    let shutdown = CancellationToken::new();
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        signals.cancel();
-    });
-    let config = skiff_control_plane::Config {
-        data_dir: flags.data_dir,
-        listen_peer: flags.listen_peer,
-        advertise_peer: flags.advertise_peer,
-        join: flags.join,
-    };
-    skiff_control_plane::run(config, shutdown).await
+    match flags.command {
+        Some(Command::Member {
+            action: MemberAction::List { peer },
+        }) => print!("{}", skiff_control_plane::admin::list_members(&peer).await?),
+        Some(Command::Member {
+            action: MemberAction::Remove { node_id, peer },
+        }) => {
+            print!(
+                "{}",
+                skiff_control_plane::admin::remove_member(&peer, node_id).await?
+            );
+        }
+        None => {
+            let shutdown = CancellationToken::new();
+            let signals = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                signals.cancel();
+            });
+            let config = skiff_control_plane::Config {
+                data_dir: flags.data_dir,
+                listen_peer: flags.listen_peer,
+                advertise_peer: flags.advertise_peer,
+                join: flags.join,
+            };
+            skiff_control_plane::run(config, shutdown).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

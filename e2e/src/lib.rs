@@ -11,7 +11,13 @@ pub mod stats;
 pub mod store_bench;
 
 /// etcd's KV API (subset), generated from `proto/etcd.proto`.
-#[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications, reason = "generated code")]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    unused_qualifications,
+    reason = "generated code"
+)]
 pub mod etcd {
     tonic::include_proto!("etcdserverpb");
 }

@@ -23,8 +23,17 @@ pub struct Process {
 impl Process {
     /// Spawns `program` with `args`; stdout is piped for [`Process::wait_for_line`],
     /// stderr discarded unless `SKIFF_E2E_VERBOSE` is set.
-    pub fn spawn(name: &str, program: &Path, args: &[String], dir: tempfile::TempDir) -> anyhow::Result<Self> {
-        let stderr = if std::env::var_os("SKIFF_E2E_VERBOSE").is_some() { Stdio::inherit() } else { Stdio::null() };
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
+        let stderr = if std::env::var_os("SKIFF_E2E_VERBOSE").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
         let child = Command::new(program)
             .args(args)
             .stdout(Stdio::piped())
@@ -32,7 +41,11 @@ impl Process {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("failed to start {name} ({})", program.display()))?;
-        Ok(Self { name: name.to_owned(), dir, child })
+        Ok(Self {
+            name: name.to_owned(),
+            dir,
+            child,
+        })
     }
 
     /// Reads stdout until a line containing `needle` appears (within `limit`) and
@@ -78,7 +91,8 @@ pub async fn wait_for_port(address: &str, limit: Duration) -> anyhow::Result<()>
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -91,10 +105,17 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("{name} is not built next to {}; run `cargo build --release --workspace` first", current.display())
+    bail!(
+        "{name} is not built next to {}; run `cargo build --release --workspace` first",
+        current.display()
+    )
 }
 
 /// Finds `name` on `PATH`.
 pub fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
 }

@@ -16,7 +16,11 @@ impl Samples {
     /// Samples from per-operation latencies and the run's duration.
     pub fn new(mut latencies: Vec<Duration>, elapsed: Duration, errors: usize) -> Self {
         latencies.sort();
-        Self { latencies, elapsed, errors }
+        Self {
+            latencies,
+            elapsed,
+            errors,
+        }
     }
 
     /// The `q`-quantile latency (0.5 for the median), or zero without samples.
@@ -24,7 +28,12 @@ impl Samples {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
-        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "index into a short vector")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "index into a short vector"
+        )]
         let idx = ((self.latencies.len() - 1) as f64 * q).round() as usize;
         self.latencies[idx]
     }

@@ -53,7 +53,14 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { member_counts: vec![1, 3], repeats: 3, sequential_ops: 300, ops_per_client: 200, clients: 16, value_bytes: 256 }
+        Self {
+            member_counts: vec![1, 3],
+            repeats: 3,
+            sequential_ops: 300,
+            ops_per_client: 200,
+            clients: 16,
+            value_bytes: 256,
+        }
     }
 }
 
@@ -72,22 +79,39 @@ impl Cluster {
         let mut endpoints = Vec::new();
         for idx in 0..members {
             let dir = tempfile::tempdir()?;
-            let mut args = vec!["--data-dir".to_owned(), dir.path().display().to_string(), "--listen-peer".to_owned(), "127.0.0.1:0".to_owned()];
+            let mut args = vec![
+                "--data-dir".to_owned(),
+                dir.path().display().to_string(),
+                "--listen-peer".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ];
             if let Some(first) = endpoints.first() {
                 args.extend(["--join".to_owned(), format!("{first}")]);
             }
             let mut process = Process::spawn(&format!("skiff member {idx}"), &binary, &args, dir)?;
-            let line = process.wait_for_line("serving peers on", Duration::from_secs(60)).await?;
+            let line = process
+                .wait_for_line("serving peers on", Duration::from_secs(60))
+                .await?;
             endpoints.push(line.rsplit(' ').next().unwrap_or_default().to_owned());
             processes.push(process);
         }
-        Ok(Self { system: System::Skiff, endpoints, processes })
+        Ok(Self {
+            system: System::Skiff,
+            endpoints,
+            processes,
+        })
     }
 
     /// Starts `members` etcd members as one cluster.
     pub async fn start_etcd(etcd_binary: &PathBuf, members: usize) -> anyhow::Result<Self> {
-        let ports: Vec<(u16, u16)> = (0..members).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
-        let initial_cluster: Vec<String> = ports.iter().enumerate().map(|(idx, (_, peer))| format!("m{idx}=http://127.0.0.1:{peer}")).collect();
+        let ports: Vec<(u16, u16)> = (0..members)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let initial_cluster: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(idx, (_, peer))| format!("m{idx}=http://127.0.0.1:{peer}"))
+            .collect();
         let mut processes = Vec::new();
         let mut endpoints = Vec::new();
         for (idx, (client, peer)) in ports.iter().enumerate() {
@@ -103,13 +127,22 @@ impl Cluster {
                 "--initial-cluster-state=new".to_owned(),
                 "--initial-cluster-token=skiff-bench".to_owned(),
             ];
-            processes.push(Process::spawn(&format!("etcd member {idx}"), etcd_binary, &args, dir)?);
+            processes.push(Process::spawn(
+                &format!("etcd member {idx}"),
+                etcd_binary,
+                &args,
+                dir,
+            )?);
             endpoints.push(format!("127.0.0.1:{client}"));
         }
         for endpoint in &endpoints {
             wait_for_port(endpoint, Duration::from_secs(30)).await?;
         }
-        Ok(Self { system: System::Etcd, endpoints, processes })
+        Ok(Self {
+            system: System::Etcd,
+            endpoints,
+            processes,
+        })
     }
 
     /// One client per connection, spread round-robin over the members.
@@ -117,7 +150,11 @@ impl Cluster {
         let mut clients = Vec::with_capacity(count);
         for idx in 0..count {
             let endpoint = &self.endpoints[idx % self.endpoints.len()];
-            let channel = Channel::from_shared(format!("http://{endpoint}"))?.tcp_nodelay(true).connect().await.with_context(|| format!("connecting to {endpoint}"))?;
+            let channel = Channel::from_shared(format!("http://{endpoint}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {endpoint}"))?;
             clients.push(match self.system {
                 System::Skiff => Client::Skiff(skiff::kv_client::KvClient::new(channel)),
                 System::Etcd => Client::Etcd(etcd::kv_client::KvClient::new(channel)),
@@ -133,7 +170,11 @@ impl Cluster {
         loop {
             match client.put("/bench/ready".to_owned(), b"1".to_vec()).await {
                 Ok(()) => return Ok(()),
-                Err(error) if Instant::now() > deadline => return Err(error.context(format!("{} cluster never became ready", self.system.name()))),
+                Err(error) if Instant::now() > deadline => {
+                    return Err(
+                        error.context(format!("{} cluster never became ready", self.system.name()))
+                    );
+                }
                 Err(_) => sleep(Duration::from_millis(100)).await,
             }
         }
@@ -161,14 +202,25 @@ impl Client {
     pub async fn put(&mut self, key: String, value: Vec<u8>) -> anyhow::Result<()> {
         match self {
             Self::Skiff(client) => {
-                let op = skiff::Op { op: Some(skiff::op::Op::Create(skiff::CreateOp { key, value })) };
-                let reply = client.txn(skiff::TxnRequest { ops: vec![op] }).await?.into_inner();
+                let op = skiff::Op {
+                    op: Some(skiff::op::Op::Create(skiff::CreateOp { key, value })),
+                };
+                let reply = client
+                    .txn(skiff::TxnRequest { ops: vec![op] })
+                    .await?
+                    .into_inner();
                 if !reply.succeeded {
                     bail!("write refused: {reply:?}");
                 }
             }
             Self::Etcd(client) => {
-                client.put(etcd::PutRequest { key: key.into_bytes(), value, ..Default::default() }).await?;
+                client
+                    .put(etcd::PutRequest {
+                        key: key.into_bytes(),
+                        value,
+                        ..Default::default()
+                    })
+                    .await?;
             }
         }
         Ok(())
@@ -177,8 +229,24 @@ impl Client {
     /// Reads `key` linearizably.
     pub async fn get(&mut self, key: String) -> anyhow::Result<()> {
         let found = match self {
-            Self::Skiff(client) => !client.range(skiff::RangeRequest { key, ..Default::default() }).await?.into_inner().kvs.is_empty(),
-            Self::Etcd(client) => !client.range(etcd::RangeRequest { key: key.into_bytes(), ..Default::default() }).await?.into_inner().kvs.is_empty(),
+            Self::Skiff(client) => !client
+                .range(skiff::RangeRequest {
+                    key,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .kvs
+                .is_empty(),
+            Self::Etcd(client) => !client
+                .range(etcd::RangeRequest {
+                    key: key.into_bytes(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .kvs
+                .is_empty(),
         };
         if !found {
             bail!("key missing");
@@ -210,7 +278,13 @@ impl Workload {
 }
 
 /// Runs `ops_per_client` operations on each client concurrently.
-async fn run(workload: Workload, clients: Vec<Client>, ops_per_client: usize, value: &[u8], run_id: usize) -> Samples {
+async fn run(
+    workload: Workload,
+    clients: Vec<Client>,
+    ops_per_client: usize,
+    value: &[u8],
+    run_id: usize,
+) -> Samples {
     let mut tasks = JoinSet::new();
     let started = Instant::now();
     for (client_idx, mut client) in clients.into_iter().enumerate() {
@@ -222,7 +296,12 @@ async fn run(workload: Workload, clients: Vec<Client>, ops_per_client: usize, va
                 let begin = Instant::now();
                 let result = match workload {
                     Workload::SequentialWrite | Workload::ConcurrentWrite => {
-                        client.put(format!("/bench/{run_id}/{}/{client_idx}/{op}", workload.name()), value.clone()).await
+                        client
+                            .put(
+                                format!("/bench/{run_id}/{}/{client_idx}/{op}", workload.name()),
+                                value.clone(),
+                            )
+                            .await
                     }
                     Workload::ConcurrentRead => client.get("/bench/ready".to_owned()).await,
                 };
@@ -268,32 +347,67 @@ pub async fn bench(options: &Options) -> anyhow::Result<Vec<Cell>> {
     if etcd_binary.is_none() {
         eprintln!("etcd is not installed (apt-get install etcd-server): measuring Skiff alone");
     }
-    let systems: Vec<System> = if etcd_binary.is_some() { vec![System::Skiff, System::Etcd] } else { vec![System::Skiff] };
-    let workloads = [Workload::SequentialWrite, Workload::ConcurrentWrite, Workload::ConcurrentRead];
+    let systems: Vec<System> = if etcd_binary.is_some() {
+        vec![System::Skiff, System::Etcd]
+    } else {
+        vec![System::Skiff]
+    };
+    let workloads = [
+        Workload::SequentialWrite,
+        Workload::ConcurrentWrite,
+        Workload::ConcurrentRead,
+    ];
     let value = vec![b'v'; options.value_bytes];
     let mut cells = Vec::new();
     for &members in &options.member_counts {
         // samples[system][workload] over repeats
-        let mut samples: Vec<Vec<Vec<Samples>>> = vec![vec![Vec::new(); workloads.len()]; systems.len()];
+        let mut samples: Vec<Vec<Vec<Samples>>> =
+            vec![vec![Vec::new(); workloads.len()]; systems.len()];
         for repeat in 0..options.repeats {
             // Alternate which system goes first, so drift affects both alike.
-            let order: Vec<usize> = if repeat % 2 == 0 { (0..systems.len()).collect() } else { (0..systems.len()).rev().collect() };
+            let order: Vec<usize> = if repeat % 2 == 0 {
+                (0..systems.len()).collect()
+            } else {
+                (0..systems.len()).rev().collect()
+            };
             for system_idx in order {
                 let system = systems[system_idx];
-                eprintln!("=== store: {} with {members} member(s), run {}/{}", system.name(), repeat + 1, options.repeats);
+                eprintln!(
+                    "=== store: {} with {members} member(s), run {}/{}",
+                    system.name(),
+                    repeat + 1,
+                    options.repeats
+                );
                 let cluster = match system {
                     System::Skiff => Cluster::start_skiff(members).await?,
-                    System::Etcd => Cluster::start_etcd(etcd_binary.as_ref().context("etcd binary")?, members).await?,
+                    System::Etcd => {
+                        Cluster::start_etcd(etcd_binary.as_ref().context("etcd binary")?, members)
+                            .await?
+                    }
                 };
                 cluster.wait_ready().await?;
                 // Warm up connections and the leader's pipeline.
-                run(Workload::ConcurrentWrite, cluster.clients(options.clients).await?, 10, &value, usize::MAX).await;
+                run(
+                    Workload::ConcurrentWrite,
+                    cluster.clients(options.clients).await?,
+                    10,
+                    &value,
+                    usize::MAX,
+                )
+                .await;
                 for (workload_idx, workload) in workloads.iter().enumerate() {
                     let (clients, ops) = match workload {
                         Workload::SequentialWrite => (1, options.sequential_ops),
                         _ => (options.clients, options.ops_per_client),
                     };
-                    let result = run(*workload, cluster.clients(clients).await?, ops, &value, repeat).await;
+                    let result = run(
+                        *workload,
+                        cluster.clients(clients).await?,
+                        ops,
+                        &value,
+                        repeat,
+                    )
+                    .await;
                     samples[system_idx][workload_idx].push(result);
                 }
                 cluster.stop().await;
@@ -342,10 +456,20 @@ pub fn table(cells: &[Cell]) -> String {
 pub fn ratios(cells: &[Cell]) -> Vec<(String, f64)> {
     let mut ratios = Vec::new();
     for ours in cells.iter().filter(|c| c.system == System::Skiff) {
-        let Some(peer) = cells.iter().find(|c| c.system == System::Etcd && c.members == ours.members && c.workload == ours.workload) else { continue };
+        let Some(peer) = cells.iter().find(|c| {
+            c.system == System::Etcd && c.members == ours.members && c.workload == ours.workload
+        }) else {
+            continue;
+        };
         let prefix = format!("m{}_{}", ours.members, ours.workload.name());
-        ratios.push((format!("{prefix}_ops_vs_peer"), ours.ops_per_second / peer.ops_per_second.max(f64::EPSILON)));
-        ratios.push((format!("{prefix}_p99_vs_peer"), peer.p99_ms / ours.p99_ms.max(f64::EPSILON)));
+        ratios.push((
+            format!("{prefix}_ops_vs_peer"),
+            ours.ops_per_second / peer.ops_per_second.max(f64::EPSILON),
+        ));
+        ratios.push((
+            format!("{prefix}_p99_vs_peer"),
+            peer.p99_ms / ours.p99_ms.max(f64::EPSILON),
+        ));
     }
     ratios
 }
@@ -356,13 +480,24 @@ pub fn result_line(cells: &[Cell]) -> String {
     let mut line = String::from("RESULT store");
     for cell in cells.iter().filter(|c| c.system == System::Skiff) {
         let prefix = format!("m{}_{}", cell.members, cell.workload.name());
-        let _ = write!(line, " {prefix}_ops={:.0} {prefix}_p50_ms={:.3} {prefix}_p99_ms={:.3}", cell.ops_per_second, cell.p50_ms, cell.p99_ms);
+        let _ = write!(
+            line,
+            " {prefix}_ops={:.0} {prefix}_p50_ms={:.3} {prefix}_p99_ms={:.3}",
+            cell.ops_per_second, cell.p50_ms, cell.p99_ms
+        );
     }
     let ratios = ratios(cells);
     for (key, ratio) in &ratios {
         let _ = write!(line, " {key}={ratio:.2}");
     }
-    let headline = ratios.iter().find(|(key, _)| key == "m3_write_ops_vs_peer").or_else(|| ratios.iter().find(|(key, _)| key.ends_with("_write_ops_vs_peer")));
+    let headline = ratios
+        .iter()
+        .find(|(key, _)| key == "m3_write_ops_vs_peer")
+        .or_else(|| {
+            ratios
+                .iter()
+                .find(|(key, _)| key.ends_with("_write_ops_vs_peer"))
+        });
     if let Some((_, ratio)) = headline {
         let _ = write!(line, " vs_peer={ratio:.2}");
     }
@@ -380,6 +515,9 @@ pub fn to_json(cells: &[Cell]) -> serde_json::Value {
             })
         })
         .collect();
-    let ratios: serde_json::Map<String, serde_json::Value> = ratios(cells).into_iter().map(|(k, v)| (k, v.into())).collect();
+    let ratios: serde_json::Map<String, serde_json::Value> = ratios(cells)
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
     serde_json::json!({ "bench": "store", "cells": rows, "ratios": ratios })
 }

@@ -2,7 +2,7 @@
 //! here; conversions to domain types live beside those types.
 //!
 //! - [`store`]: Raft traffic between control-plane members and the key-value API
-//!   (`skiff/store.proto`).
+//!   (`skiff/raft.proto`, `skiff/kv.proto`).
 
 /// `skiff.store.v1`: the Raft and Kv services of the control-plane store.
 #[allow(

@@ -1,12 +1,16 @@
-//! The database file: one redb database per member holding the Raft log, Raft
-//! metadata, the keyspace, the event history and the latest snapshot.
+//! The database files: each member has two redb databases, so that fsyncs of the log
+//! never hold up applies to the state machine (redb has one writer per database).
+//!
+//! - `log.redb`: the Raft log and Raft metadata (vote, last purged id, node id);
+//! - `state.redb`: the keyspace, state-machine metadata, the event history and the
+//!   latest snapshot.
 //!
 //! Invariants:
 //! - log appends and vote writes commit with `Durability::Immediate` (fsync) before
 //!   openraft is told they are done;
-//! - state-machine applies commit with `Durability::None` (cheap); any later durable
-//!   commit (the next log append, a snapshot) persists them, and the log is only
-//!   purged behind a durable snapshot, so a crash replays at most unflushed applies.
+//! - state-machine applies commit with `Durability::None` (cheap); storing a snapshot
+//!   commits durably and so persists every apply before it, and the log is only purged
+//!   behind a snapshot, so after a crash the log still holds every apply that was lost.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,16 +39,21 @@ pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(super) struct Db(Arc<Database>);
 
 impl Db {
-    /// Opens (or creates) `dir/store.redb` and makes sure every table exists.
-    pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::database("creating the data directory", e))?;
-        let database =
-            Database::create(dir.join("store.redb")).map_err(|e| Error::database("open", e))?;
-        let db = Self(Arc::new(database));
+    /// Opens (or creates) `dir/log.redb` with the log tables.
+    pub fn open_log(dir: &Path) -> Result<Self> {
+        let db = Self::open(dir, "log.redb")?;
         db.write(Durability::Immediate, |txn| {
             txn.open_table(LOG)?;
             txn.open_table(RAFT_META)?;
+            Ok(())
+        })?;
+        Ok(db)
+    }
+
+    /// Opens (or creates) `dir/state.redb` with the state-machine tables.
+    pub fn open_state(dir: &Path) -> Result<Self> {
+        let db = Self::open(dir, "state.redb")?;
+        db.write(Durability::Immediate, |txn| {
             txn.open_table(KV)?;
             txn.open_table(SM_META)?;
             txn.open_table(HISTORY)?;
@@ -52,6 +61,13 @@ impl Db {
             Ok(())
         })?;
         Ok(db)
+    }
+
+    fn open(dir: &Path, file: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::database("creating the data directory", e))?;
+        let database = Database::create(dir.join(file)).map_err(|e| Error::database("open", e))?;
+        Ok(Self(Arc::new(database)))
     }
 
     /// Runs `body` in a write transaction and commits it with `durability`.

@@ -87,8 +87,9 @@ impl Store {
             .advertise_peer
             .clone()
             .unwrap_or_else(|| bound.to_string());
-        let db = Db::open(&config.data_dir)?;
-        let node_id = load_or_create_node_id(&db)?;
+        let log_db = Db::open_log(&config.data_dir)?;
+        let state_db = Db::open_state(&config.data_dir)?;
+        let node_id = load_or_create_node_id(&log_db)?;
 
         let tuning = config.tuning.clone();
         let raft_config = openraft::Config {
@@ -103,7 +104,7 @@ impl Store {
         .validate()
         .map_err(|e| Error::InvalidRequest(format!("raft configuration: {e}")))?;
         let hub = WatchHub::new();
-        let state_machine = StateMachine::new(db.clone(), hub.clone(), tuning.history_revisions);
+        let state_machine = StateMachine::new(state_db, hub.clone(), tuning.history_revisions);
         let reader = state_machine.reader();
         let peers = Peers::default();
         let network = NetworkFactory {
@@ -113,7 +114,7 @@ impl Store {
             node_id,
             Arc::new(raft_config),
             network,
-            LogStore::new(db),
+            LogStore::new(log_db),
             state_machine,
         )
         .await

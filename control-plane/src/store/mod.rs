@@ -31,6 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use handle::{Consistency, Member, Store};
+pub use network::peer_url;
 pub use watch::{WatchMessage, WatchStream};
 
 /// A member's identity in the Raft group.

@@ -33,7 +33,7 @@ pub(crate) struct Peers {
 }
 
 /// `host:port` → `http://host:port`; full URLs pass through.
-pub(crate) fn peer_url(address: &str) -> String {
+pub fn peer_url(address: &str) -> String {
     if address.contains("://") {
         address.to_owned()
     } else {

@@ -20,11 +20,12 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(dir.path()).expect("open db");
+        let log_db = Db::open_log(dir.path()).expect("open log db");
+        let state_db = Db::open_state(dir.path()).expect("open state db");
         Ok((
             dir,
-            LogStore::new(db.clone()),
-            StateMachine::new(db, WatchHub::new(), 1000),
+            LogStore::new(log_db),
+            StateMachine::new(state_db, WatchHub::new(), 1000),
         ))
     }
 }

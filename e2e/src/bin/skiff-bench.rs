@@ -39,12 +39,26 @@ enum Bench {
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     match flags.bench {
-        Bench::Store { repeats, clients, ops_per_client, members } => {
-            let options = store_bench::Options { member_counts: members, repeats, clients, ops_per_client, ..Default::default() };
+        Bench::Store {
+            repeats,
+            clients,
+            ops_per_client,
+            members,
+        } => {
+            let options = store_bench::Options {
+                member_counts: members,
+                repeats,
+                clients,
+                ops_per_client,
+                ..Default::default()
+            };
             let cells = store_bench::bench(&options).await?;
             print!("{}", store_bench::table(&cells));
             if let Some(path) = &flags.json {
-                std::fs::write(path, serde_json::to_vec_pretty(&store_bench::to_json(&cells))?)?;
+                std::fs::write(
+                    path,
+                    serde_json::to_vec_pretty(&store_bench::to_json(&cells))?,
+                )?;
             }
             println!("{}", store_bench::result_line(&cells));
         }
