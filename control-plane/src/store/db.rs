@@ -2,15 +2,14 @@
 //! never hold up applies to the state machine (redb has one writer per database).
 //!
 //! - `log.redb`: the Raft log and Raft metadata (vote, last purged id, node id);
-//! - `state.redb`: the keyspace, state-machine metadata, the event history and the
-//!   latest snapshot.
+//! - `state.redb`: the latest state-machine snapshot (the live keyspace is in memory).
 //!
 //! Invariants:
 //! - log appends and vote writes commit with `Durability::Immediate` (fsync) before
 //!   openraft is told they are done;
-//! - state-machine applies commit with `Durability::None` (cheap); storing a snapshot
-//!   commits durably and so persists every apply before it, and the log is only purged
-//!   behind a snapshot, so after a crash the log still holds every apply that was lost.
+//! - a snapshot is stored with `Durability::Immediate` before openraft learns of it, and
+//!   openraft only purges the log behind a snapshot, so snapshot + log always hold every
+//!   committed entry.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,18 +18,12 @@ use redb::{Database, Durability, ReadableDatabase, TableDefinition, WriteTransac
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Error, KeyValue, Result};
+use super::{Error, Result};
 
 /// Raft log: index → postcard-encoded entry.
 pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// Raft metadata: `vote`, `committed`, `last_purged`, `node_id` → postcard.
 pub(super) const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
-/// The keyspace: key → [`encode_record`].
-pub(super) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-/// State-machine metadata: `last_applied`, `membership`, `revision`, `compacted` → postcard.
-pub(super) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
-/// Change history: revision → postcard-encoded `Vec<Event>`.
-pub(super) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 /// The latest snapshot: `meta` and `data`.
 pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
@@ -54,9 +47,6 @@ impl Db {
     pub fn open_state(dir: &Path) -> Result<Self> {
         let db = Self::open(dir, "state.redb")?;
         db.write(Durability::Immediate, |txn| {
-            txn.open_table(KV)?;
-            txn.open_table(SM_META)?;
-            txn.open_table(HISTORY)?;
             txn.open_table(SNAPSHOT)?;
             Ok(())
         })?;
@@ -109,55 +99,4 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, redb::Error> {
     postcard::from_bytes(bytes)
         .map_err(|e| redb::Error::Corrupted(format!("undecodable record: {e}")))
-}
-
-/// Encodes a keyspace record: create revision, mod revision (8 bytes each, big
-/// endian), then the value bytes.
-pub(super) fn encode_record(create_revision: u64, mod_revision: u64, value: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(16 + value.len());
-    record.extend_from_slice(&create_revision.to_be_bytes());
-    record.extend_from_slice(&mod_revision.to_be_bytes());
-    record.extend_from_slice(value);
-    record
-}
-
-/// Decodes a keyspace record for `key`.
-pub(super) fn decode_record(key: &str, record: &[u8]) -> Result<KeyValue, redb::Error> {
-    let corrupt =
-        || redb::Error::Corrupted(format!("record of key {key:?} is shorter than its header"));
-    let create = record
-        .get(0..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(corrupt)?;
-    let modified = record
-        .get(8..16)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(corrupt)?;
-    Ok(KeyValue {
-        key: key.to_owned(),
-        value: record[16..].to_vec(),
-        create_revision: u64::from_be_bytes(create),
-        mod_revision: u64::from_be_bytes(modified),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_round_trip_and_short_ones_are_corrupt() {
-        let record = encode_record(3, 7, b"{\"a\":1}");
-        let kv = decode_record("/k", &record).unwrap();
-        assert_eq!(
-            kv,
-            KeyValue {
-                key: "/k".into(),
-                value: b"{\"a\":1}".to_vec(),
-                create_revision: 3,
-                mod_revision: 7
-            }
-        );
-        assert!(decode_record("/k", &record[..10]).is_err());
-    }
 }

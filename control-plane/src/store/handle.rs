@@ -104,7 +104,7 @@ impl Store {
         .validate()
         .map_err(|e| Error::InvalidRequest(format!("raft configuration: {e}")))?;
         let hub = WatchHub::new();
-        let state_machine = StateMachine::new(state_db, hub.clone(), tuning.history_revisions);
+        let state_machine = StateMachine::open(state_db, hub.clone(), tuning.history_revisions)?;
         let reader = state_machine.reader();
         let peers = Peers::default();
         let network = NetworkFactory {
@@ -230,7 +230,7 @@ impl Store {
     }
 
     /// The revision this member has applied up to.
-    pub fn revision(&self) -> Result<u64> {
+    pub fn revision(&self) -> u64 {
         self.inner.reader.revision()
     }
 
@@ -241,7 +241,7 @@ impl Store {
         consistency: Consistency,
     ) -> Result<(Option<KeyValue>, u64)> {
         self.read_barrier(consistency).await?;
-        self.inner.reader.get(key)
+        Ok(self.inner.reader.get(key))
     }
 
     /// Reads keys under `prefix` in key order, after `start_after`, at most `limit`
@@ -254,7 +254,7 @@ impl Store {
         consistency: Consistency,
     ) -> Result<RangeResult> {
         self.read_barrier(consistency).await?;
-        self.inner.reader.range(prefix, start_after, limit)
+        Ok(self.inner.reader.range(prefix, start_after, limit))
     }
 
     /// Applies `txn` through Raft (forwarding to the leader if needed) and returns its

@@ -1,8 +1,9 @@
 //! The control plane's source of truth: a key-value store replicated with Raft.
 //!
-//! - `db`: the redb database file, its tables and record encodings.
-//! - `log_store`: openraft's log storage (fsync before acknowledging).
-//! - `state_machine`: the MVCC keyspace, the bounded event history and snapshots.
+//! - `db`: the redb database files (`log.redb`, `state.redb`) and their tables.
+//! - `log_store`: openraft's log storage, group-committed (fsync before acknowledging).
+//! - `state_machine`: the in-memory MVCC keyspace, the bounded event history, and
+//!   snapshots fsynced to `state.redb`.
 //! - `watch`: ordered, exactly-once change streams with progress notifications.
 //! - `network`: openraft's network over tonic, and clients of other members.
 //! - `service`: the gRPC `Raft` and `Kv` services members and clients call.
@@ -199,7 +200,7 @@ impl Default for Tuning {
             election_timeout_max: Duration::from_millis(1000),
             snapshot_after_logs: 10_000,
             logs_kept_after_snapshot: 1_000,
-            history_revisions: 100_000,
+            history_revisions: 10_000,
             request_timeout: Duration::from_secs(5),
         }
     }

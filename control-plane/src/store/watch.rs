@@ -81,7 +81,7 @@ impl WatchHub {
     ) -> Result<WatchStream> {
         let feed = self.feed.subscribe();
         let (backlog, caught_up) = if after_revision == 0 {
-            (Vec::new(), reader.revision()?)
+            (Vec::new(), reader.revision())
         } else {
             reader.history(prefix, after_revision)?
         };
