@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use super::db::{self, Db, RAFT_META};
 use super::log_store::LogStore;
 use super::network::{NetworkFactory, Peers};
+use super::propose::{Proposed, Proposer};
 use super::state_machine::{RangeResult, Reader, StateMachine};
 use super::watch::{WatchHub, WatchStream};
 use super::{Config, Error, KeyValue, NodeId, Op, Raft, Result, Tuning, Txn, TxnOutcome, service};
@@ -55,6 +56,7 @@ struct Inner {
     reader: Reader,
     hub: WatchHub,
     peers: Peers,
+    proposer: Proposer,
     tuning: Tuning,
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -120,6 +122,10 @@ impl Store {
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;
 
+        let tasks = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let proposer =
+            Proposer::start(raft.clone(), tuning.request_timeout, &tasks, cancel.clone());
         let store = Self {
             inner: Arc::new(Inner {
                 node_id,
@@ -128,9 +134,10 @@ impl Store {
                 reader,
                 hub,
                 peers,
+                proposer,
                 tuning,
-                tasks: TaskTracker::new(),
-                cancel: CancellationToken::new(),
+                tasks,
+                cancel,
             }),
         };
         store.inner.tasks.spawn(service::serve(
@@ -312,34 +319,23 @@ impl Store {
         let deadline = Instant::now() + self.inner.tuning.request_timeout;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = timeout(remaining, self.inner.raft.client_write(txn.clone()))
-                .await
-                .map_err(|_| {
-                    Error::Indeterminate(
-                        "the write was not committed within the request timeout".to_owned(),
-                    )
-                })?;
-            let forward = match result {
-                Ok(response) => return Ok(response.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => forward,
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    return Err(Error::Raft(e.to_string()));
-                }
-                Err(RaftError::Fatal(e)) => return Err(Error::Raft(e.to_string())),
-            };
-            match (forward_address(&forward), may_forward) {
-                (Some(leader), true) => {
+            match (
+                self.inner.proposer.propose(txn.clone(), remaining).await?,
+                may_forward,
+            ) {
+                (Proposed::Applied(outcome), _) => return Ok(outcome),
+                (Proposed::NotLeader(Some(leader)), true) => {
                     if let Some(outcome) = self.forward_write(&leader, &txn, remaining).await? {
                         return Ok(outcome);
                     }
                     self.wait_for_leader(deadline).await?;
                 }
-                (Some(leader), false) => {
+                (Proposed::NotLeader(Some(leader)), false) => {
                     return Err(Error::Unavailable(format!(
                         "this member is not the leader; the leader is at {leader}"
                     )));
                 }
-                (None, _) => self.wait_for_leader(deadline).await?,
+                (Proposed::NotLeader(None), _) => self.wait_for_leader(deadline).await?,
             }
         }
     }

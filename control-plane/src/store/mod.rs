@@ -5,6 +5,7 @@
 //! - `state_machine`: the in-memory MVCC keyspace, the bounded event history, and
 //!   snapshots fsynced to `state.redb`.
 //! - `watch`: ordered, exactly-once change streams with progress notifications.
+//! - `propose`: batches concurrent transactions into one log entry (group commit).
 //! - `network`: openraft's network over tonic, and clients of other members.
 //! - `service`: the gRPC `Raft` and `Kv` services members and clients call.
 //! - `handle`: [`Store`], the API the rest of the control plane uses.
@@ -17,6 +18,7 @@ mod db;
 mod handle;
 mod log_store;
 mod network;
+mod propose;
 mod service;
 mod state_machine;
 mod watch;
@@ -33,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use handle::{Consistency, Member, Store};
 pub use network::peer_url;
+pub use propose::Batch;
 pub use watch::{WatchMessage, WatchStream};
 
 /// A member's identity in the Raft group.
@@ -41,8 +44,8 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// openraft's type configuration for the store.
     pub TypeConfig:
-        D = Txn,
-        R = TxnOutcome,
+        D = Batch,
+        R = Vec<TxnOutcome>,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -103,7 +106,7 @@ impl Op {
     }
 }
 
-/// An all-or-nothing batch of operations: the Raft log's payload.
+/// An all-or-nothing group of operations, applied at one revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Txn {
     /// Applied in order at one revision if every precondition holds.

@@ -25,7 +25,8 @@ use super::{
 
 /// Serves `Raft` and `Kv` on `listener` until `cancel` fires.
 pub(super) async fn serve(store: Store, listener: TcpListener, cancel: CancellationToken) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small request/response pairs must not wait for Nagle's algorithm.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let raft = RaftServer::new(RaftService {
         store: store.clone(),
     })
@@ -35,7 +36,6 @@ pub(super) async fn serve(store: Store, listener: TcpListener, cancel: Cancellat
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(raft)
         .add_service(kv)
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::db::{self, Db, SNAPSHOT};
 use super::watch::WatchHub;
 use super::{
-    Error, Event, EventKind, KeyValue, NodeId, Op, Precondition, Result, Txn, TxnOutcome,
+    Batch, Error, Event, EventKind, KeyValue, NodeId, Op, Precondition, Result, Txn, TxnOutcome,
     TypeConfig,
 };
 
@@ -364,32 +364,39 @@ impl Keyspace {
         }
     }
 
-    /// Applies one entry, appending its events.
-    fn apply_entry(&mut self, entry: Entry<TypeConfig>, events: &mut Vec<Event>) -> TxnOutcome {
+    /// Applies one entry, appending its events; one outcome per transaction.
+    fn apply_entry(
+        &mut self,
+        entry: Entry<TypeConfig>,
+        events: &mut Vec<Event>,
+    ) -> Vec<TxnOutcome> {
         self.last_applied = Some(entry.log_id);
         match entry.payload {
-            EntryPayload::Blank => TxnOutcome::Committed {
-                revision: self.revision,
-                prev: Vec::new(),
-            },
+            EntryPayload::Blank => Vec::new(),
             EntryPayload::Membership(membership) => {
                 self.membership = StoredMembership::new(Some(entry.log_id), membership);
-                TxnOutcome::Committed {
-                    revision: self.revision,
-                    prev: Vec::new(),
-                }
+                Vec::new()
             }
-            EntryPayload::Normal(Txn { ops }) if ops.is_empty() => TxnOutcome::Committed {
+            EntryPayload::Normal(Batch { txns }) => txns
+                .into_iter()
+                .map(|txn| self.apply_txn(txn, events))
+                .collect(),
+        }
+    }
+
+    fn apply_txn(&mut self, Txn { ops }: Txn, events: &mut Vec<Event>) -> TxnOutcome {
+        if ops.is_empty() {
+            return TxnOutcome::Committed {
                 revision: self.revision,
                 prev: Vec::new(),
+            };
+        }
+        match self.check_preconditions(&ops) {
+            Some((op_index, precondition)) => TxnOutcome::Failed {
+                op_index,
+                precondition,
             },
-            EntryPayload::Normal(Txn { ops }) => match self.check_preconditions(&ops) {
-                Some((op_index, precondition)) => TxnOutcome::Failed {
-                    op_index,
-                    precondition,
-                },
-                None => self.apply_ops(ops, events),
-            },
+            None => self.apply_ops(ops, events),
         }
     }
 
@@ -422,7 +429,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((state.last_applied, state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<TxnOutcome>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<TxnOutcome>>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
@@ -430,7 +437,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut events = Vec::new();
         let (outcomes, revision) = {
             let mut state = write(&self.state);
-            let outcomes: Vec<TxnOutcome> = entries
+            let outcomes: Vec<Vec<TxnOutcome>> = entries
                 .into_iter()
                 .map(|entry| state.apply_entry(entry, &mut events))
                 .collect();
