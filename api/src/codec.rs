@@ -4,7 +4,7 @@
 //! Both formats go through the same two steps, so they report identical paths:
 //! 1. text → `serde_json::Value`, with duplicate keys, nesting depth and (for YAML)
 //!    aliases, nodes and documents bounded;
-//! 2. `Value` → typed object, after the schema walk of [`crate::strict`].
+//! 2. `Value` → typed object, after the schema walk of the private `strict` module.
 
 use std::cell::RefCell;
 use std::fmt;

@@ -101,14 +101,14 @@ fn container_defaults(container: &mut Container) {
         port.protocol.get_or_insert_with(|| "TCP".to_owned());
     }
     // Requests default to limits for resources that have only a limit.
-    if let Some(resources) = &mut container.resources {
-        if let Some(limits) = &resources.limits {
-            let requests = resources.requests.get_or_insert_with(Default::default);
-            for (name, limit) in limits {
-                requests
-                    .entry(name.clone())
-                    .or_insert_with(|| limit.clone());
-            }
+    if let Some(resources) = &mut container.resources
+        && let Some(limits) = &resources.limits
+    {
+        let requests = resources.requests.get_or_insert_with(Default::default);
+        for (name, limit) in limits {
+            requests
+                .entry(name.clone())
+                .or_insert_with(|| limit.clone());
         }
     }
     for probe in [

@@ -220,7 +220,8 @@ impl fmt::Display for Quantity {
         if magnitude == 0 {
             return f.write_str("0");
         }
-        if self.format == QuantityFormat::BinarySi && magnitude % NANOS_PER_UNIT.unsigned_abs() == 0
+        if self.format == QuantityFormat::BinarySi
+            && magnitude.is_multiple_of(NANOS_PER_UNIT.unsigned_abs())
         {
             let units = magnitude / NANOS_PER_UNIT.unsigned_abs();
             let suffixes = [
@@ -232,7 +233,7 @@ impl fmt::Display for Quantity {
                 (10, "Ki"),
             ];
             for (shift, suffix) in suffixes {
-                if units != 0 && units % (1u128 << shift) == 0 {
+                if units != 0 && units.is_multiple_of(1u128 << shift) {
                     return write!(f, "{sign}{}{suffix}", units >> shift);
                 }
             }
@@ -267,7 +268,7 @@ impl fmt::Display for Quantity {
         };
         for (exp, suffix) in suffixes {
             let unit = 10u128.pow(exp);
-            if magnitude % unit == 0 {
+            if magnitude.is_multiple_of(unit) {
                 return write!(f, "{sign}{}{suffix}", magnitude / unit);
             }
         }

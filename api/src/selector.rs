@@ -59,12 +59,12 @@ impl Requirement {
                     "values set must be empty for exists and does not exist".to_owned(),
                 ));
             }
-            Operator::GreaterThan | Operator::LessThan => {
-                if values.len() != 1 || values[0].parse::<i64>().is_err() {
-                    return Err(SelectorError(format!(
-                        "for 'Gt', 'Lt' operators, exactly one integer value is required, got {values:?}"
-                    )));
-                }
+            Operator::GreaterThan | Operator::LessThan
+                if (values.len() != 1 || values[0].parse::<i64>().is_err()) =>
+            {
+                return Err(SelectorError(format!(
+                    "for 'Gt', 'Lt' operators, exactly one integer value is required, got {values:?}"
+                )));
             }
             _ => {}
         }

@@ -2,7 +2,7 @@
 //! Skiff store and, when installed, etcd with the same member count, in one run.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -76,7 +76,7 @@ impl Cluster {
     pub async fn start_skiff(members: usize) -> anyhow::Result<Self> {
         let binary = sibling_binary("skiff-control-plane")?;
         let mut processes = Vec::new();
-        let mut endpoints = Vec::new();
+        let mut endpoints: Vec<String> = Vec::new();
         for idx in 0..members {
             let dir = tempfile::tempdir()?;
             let mut args = vec![
@@ -86,7 +86,7 @@ impl Cluster {
                 "127.0.0.1:0".to_owned(),
             ];
             if let Some(first) = endpoints.first() {
-                args.extend(["--join".to_owned(), format!("{first}")]);
+                args.extend(["--join".to_owned(), first.clone()]);
             }
             let mut process = Process::spawn(&format!("skiff member {idx}"), &binary, &args, dir)?;
             let line = process
@@ -103,7 +103,7 @@ impl Cluster {
     }
 
     /// Starts `members` etcd members as one cluster.
-    pub async fn start_etcd(etcd_binary: &PathBuf, members: usize) -> anyhow::Result<Self> {
+    pub async fn start_etcd(etcd_binary: &Path, members: usize) -> anyhow::Result<Self> {
         let ports: Vec<(u16, u16)> = (0..members)
             .map(|_| Ok((free_port()?, free_port()?)))
             .collect::<anyhow::Result<_>>()?;

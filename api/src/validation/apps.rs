@@ -173,14 +173,14 @@ fn validate_strategy(
     let unavailable_path = rolling_path.child("maxUnavailable");
     let surge_value = surge.and_then(|v| int_or_percent(v, &surge_path, errors));
     let unavailable_value = unavailable.and_then(|v| int_or_percent(v, &unavailable_path, errors));
-    if let (Some(IntOrString::String(text)), Some(percent)) = (unavailable, unavailable_value) {
-        if percent > 100 {
-            errors.push(FieldError::invalid(
-                &unavailable_path,
-                text.as_str(),
-                "must not be greater than 100%",
-            ));
-        }
+    if let (Some(IntOrString::String(text)), Some(percent)) = (unavailable, unavailable_value)
+        && percent > 100
+    {
+        errors.push(FieldError::invalid(
+            &unavailable_path,
+            text.as_str(),
+            "must not be greater than 100%",
+        ));
     }
     if surge_value == Some(0) && unavailable_value == Some(0) {
         errors.push(FieldError::invalid(

@@ -72,14 +72,15 @@ pub(super) fn validate_event(event: &Event, errors: &mut Vec<FieldError>) {
     let involved = &event.involved_object;
     let path = FieldPath::new("involvedObject");
     let event_namespace = event.metadata.namespace.as_deref().unwrap_or_default();
-    if let Some(namespace) = involved.namespace.as_deref().filter(|n| !n.is_empty()) {
-        if !event_namespace.is_empty() && namespace != event_namespace {
-            errors.push(FieldError::invalid(
-                &path.child("namespace"),
-                namespace,
-                "does not match event.namespace",
-            ));
-        }
+    if let Some(namespace) = involved.namespace.as_deref().filter(|n| !n.is_empty())
+        && !event_namespace.is_empty()
+        && namespace != event_namespace
+    {
+        errors.push(FieldError::invalid(
+            &path.child("namespace"),
+            namespace,
+            "does not match event.namespace",
+        ));
     }
     one_of(
         event.type_.as_deref().filter(|t| !t.is_empty()),

@@ -368,13 +368,13 @@ fn validate_probe(
             "may not specify more than 1 handler type",
         )),
     }
-    if let Some(exec) = &probe.exec {
-        if exec.command.as_deref().unwrap_or_default().is_empty() {
-            errors.push(FieldError::required(
-                &path.child("exec").child("command"),
-                "",
-            ));
-        }
+    if let Some(exec) = &probe.exec
+        && exec.command.as_deref().unwrap_or_default().is_empty()
+    {
+        errors.push(FieldError::required(
+            &path.child("exec").child("command"),
+            "",
+        ));
     }
     if let Some(http_get) = &probe.http_get {
         let http_path = path.child("httpGet");
@@ -398,14 +398,13 @@ fn validate_probe(
     ] {
         non_negative(value.map(i64::from), &path.child(field), errors);
     }
-    if requires_single_success {
-        if let Some(threshold) = probe.success_threshold.filter(|t| *t != 1) {
-            errors.push(FieldError::invalid(
-                &path.child("successThreshold"),
-                threshold,
-                "must be 1",
-            ));
-        }
+    if requires_single_success && let Some(threshold) = probe.success_threshold.filter(|t| *t != 1)
+    {
+        errors.push(FieldError::invalid(
+            &path.child("successThreshold"),
+            threshold,
+            "must be 1",
+        ));
     }
 }
 

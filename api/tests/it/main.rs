@@ -1,5 +1,10 @@
 //! Integration tests of the object model: realistic manifests in, exact errors out.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
+
 mod decoding;
 mod roundtrip;
 mod validation;

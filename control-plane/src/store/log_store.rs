@@ -33,6 +33,9 @@ struct Pending {
     bytes: Vec<u8>,
 }
 
+/// One append's entries, by index.
+type Rows = Vec<(u64, Arc<Pending>)>;
+
 /// Entries appended but not yet written, by index.
 type PendingMap = Arc<Mutex<BTreeMap<u64, Arc<Pending>>>>;
 
@@ -42,7 +45,7 @@ type WriteBody = Box<dyn FnOnce(&WriteTransaction) -> Result<(), redb::Error> + 
 /// Work for the writer thread.
 enum Job {
     Append {
-        rows: Vec<(u64, Arc<Pending>)>,
+        rows: Rows,
         callback: LogFlushed<TypeConfig>,
     },
     Write {
@@ -147,7 +150,7 @@ impl Writer {
         }
     }
 
-    fn append_group(&self, group: Vec<(Vec<(u64, Arc<Pending>)>, LogFlushed<TypeConfig>)>) {
+    fn append_group(&self, group: Vec<(Rows, LogFlushed<TypeConfig>)>) {
         let result = self.db.write(Durability::Immediate, |txn| {
             let mut table = txn.open_table(LOG)?;
             for (rows, _) in &group {
@@ -294,7 +297,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let rows: Vec<(u64, Arc<Pending>)> = entries
+        let rows: Rows = entries
             .into_iter()
             .map(|entry| {
                 (

@@ -238,7 +238,10 @@ async fn persist_snapshot(
     .map_err(|e| Error::Raft(format!("snapshot write task failed: {e}")))?
 }
 
-fn load_snapshot(db: &Db) -> Result<Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>> {
+/// A snapshot as stored: its metadata and its encoded body.
+type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
+
+fn load_snapshot(db: &Db) -> Result<Option<StoredSnapshot>> {
     db.read(|txn| {
         let table = txn.open_table(SNAPSHOT)?;
         let (Some(meta), Some(data)) = (table.get(SNAPSHOT_META)?, table.get(SNAPSHOT_DATA)?)

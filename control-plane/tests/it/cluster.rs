@@ -168,10 +168,10 @@ pub async fn leader_index(members: &[Member]) -> Option<usize> {
 pub async fn wait_for_leader(members: &[Member]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(idx) = leader_index(members).await {
-            if members[idx].pid().is_some() {
-                return idx;
-            }
+        if let Some(idx) = leader_index(members).await
+            && members[idx].pid().is_some()
+        {
+            return idx;
         }
         assert!(Instant::now() < deadline, "no leader within 20 s");
         sleep(Duration::from_millis(100)).await;

@@ -73,10 +73,9 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
                     // A completed write is visible to every later linearizable read.
                     if let Ok(keys) =
                         read_prefix(&addresses[(writer + seq + 1) % 3], &key, false).await
+                        && keys != vec![(key.clone(), revision)]
                     {
-                        if keys != vec![(key.clone(), revision)] {
-                            stale_reads += 1;
-                        }
+                        stale_reads += 1;
                     }
                 }
                 history.lock().await.push(Record {
