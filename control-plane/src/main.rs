@@ -58,7 +58,17 @@ enum MemberAction {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,openraft=warn".into());
     tracing_subscriber::fmt()
@@ -85,12 +95,14 @@ async fn main() -> anyhow::Result<()> {
                 wait_for_signal().await;
                 signals.cancel();
             });
-            let config = skiff_control_plane::Config {
+            let store = skiff_control_plane::store::Config {
                 data_dir: flags.data_dir,
                 listen_peer: flags.listen_peer,
                 advertise_peer: flags.advertise_peer,
                 join: flags.join,
+                tuning: skiff_control_plane::store::Tuning::default(),
             };
+            let config = skiff_control_plane::Config { store };
             skiff_control_plane::run(config, shutdown).await?;
         }
     }

@@ -90,7 +90,7 @@ async fn spawn(dir: &TempDir, listen: &str, join: Option<&str>) -> (Child, Strin
         .arg(dir.path())
         .arg("--listen-peer")
         .arg(listen)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn,openraft=error");
     if let Some(join) = join {
         command.arg("--join").arg(join);
     }
