@@ -4,12 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-  # etcd-server: the peer the store benchmark compares against (tests do not need it).
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
-fi
+# Today's tests need only the Rust toolchain (protobufs compile with protox, no protoc).
+# The system packages later tests need (a local registry, busybox-static, nftables) are
+# installed here when those tests arrive.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 echo "=== cargo fmt --check"
