@@ -40,6 +40,7 @@ port=${leader##*:}
 idx=$((port - 23791))
 echo "=== kill -9 the leader at $leader"
 kill -9 "${pids[$idx]}"
+wait "${pids[$idx]}" 2>/dev/null || true
 survivor=127.0.0.1:$((23791 + (idx + 1) % 3))
 for _ in $(seq 1 100); do
   if "$bin/skiff-control-plane" member list --peer "$survivor" 2>/dev/null \
