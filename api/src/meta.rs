@@ -11,6 +11,8 @@ pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ListMeta, ObjectMeta, OwnerReference, Status,
     StatusCause, StatusDetails, Time, WatchEvent,
 };
+/// The time library of k8s-openapi's `Time`, re-exported so callers use the same version.
+pub use k8s_openapi::jiff;
 
 /// A server-side rendered table of objects, as `kubectl get` prints it
 /// (`meta.k8s.io/v1 Table`).

@@ -1,10 +1,12 @@
 //! Skiff's control plane.
 //!
 //! - [`store`]: the Raft-replicated key-value store, the source of truth.
+//! - [`apiserver`]: the Kubernetes-shaped REST API over the store (in progress).
 //! - [`admin`]: operator commands against a running member (`member list|remove`).
 //! - [`Config`] and [`run`]: what `skiff-control-plane` starts.
 
 pub mod admin;
+pub mod apiserver;
 pub mod store;
 
 use tokio_util::sync::CancellationToken;
