@@ -22,7 +22,8 @@ echo "=== skiff validate -f manifests/"
 
 start_member() { # name port [join]
   local name=$1 port=$2 join=${3:-}
-  "$bin/skiff-control-plane" --data-dir "$work/$name" --listen-peer "127.0.0.1:$port" ${join:+--join "$join"} \
+  "$bin/skiff-control-plane" --data-dir "$work/$name" --listen-peer "127.0.0.1:$port" \
+    --listen-api "127.0.0.1:$((port + 100))" ${join:+--join "$join"} \
     >"$work/$name.out" 2>"$work/$name.log" &
   pids+=($!)
   for _ in $(seq 1 300); do grep -q "serving peers" "$work/$name.out" 2>/dev/null && return 0; sleep 0.1; done

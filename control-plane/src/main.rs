@@ -28,6 +28,9 @@ struct Flags {
     /// Peer address (host:port) of an existing member to join.
     #[arg(long)]
     join: Option<String>,
+    /// Address of the Kubernetes API (plain HTTP; keep it on loopback).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen_api: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,7 +105,10 @@ async fn run() -> anyhow::Result<()> {
                 join: flags.join,
                 tuning: skiff_control_plane::store::Tuning::default(),
             };
-            let config = skiff_control_plane::Config { store };
+            let config = skiff_control_plane::Config {
+                store,
+                listen_api: flags.listen_api,
+            };
             skiff_control_plane::run(config, shutdown).await?;
         }
     }

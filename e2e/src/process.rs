@@ -6,9 +6,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::{Instant, sleep, timeout};
 
 /// A running child process and its data directory.
@@ -18,6 +18,9 @@ pub struct Process {
     /// Its data directory (removed on drop).
     pub dir: tempfile::TempDir,
     child: Child,
+    /// Stdout, kept open for the process's whole life: a closed pipe would make its
+    /// next write fail.
+    stdout: Option<Lines<BufReader<ChildStdout>>>,
 }
 
 impl Process {
@@ -34,25 +37,29 @@ impl Process {
         } else {
             Stdio::null()
         };
-        let child = Command::new(program)
+        let mut child = Command::new(program)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("failed to start {name} ({})", program.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .map(|stdout| BufReader::new(stdout).lines());
         Ok(Self {
             name: name.to_owned(),
             dir,
             child,
+            stdout,
         })
     }
 
     /// Reads stdout until a line containing `needle` appears (within `limit`) and
     /// returns it.
     pub async fn wait_for_line(&mut self, needle: &str, limit: Duration) -> anyhow::Result<String> {
-        let stdout = self.child.stdout.take().context("stdout already taken")?;
-        let mut lines = BufReader::new(stdout).lines();
+        let lines = self.stdout.as_mut().context("stdout is not piped")?;
         let found = timeout(limit, async {
             while let Some(line) = lines.next_line().await? {
                 if line.contains(needle) {

@@ -84,6 +84,8 @@ impl Cluster {
                 dir.path().display().to_string(),
                 "--listen-peer".to_owned(),
                 "127.0.0.1:0".to_owned(),
+                "--listen-api".to_owned(),
+                "127.0.0.1:0".to_owned(),
             ];
             if let Some(first) = endpoints.first() {
                 args.extend(["--join".to_owned(), first.clone()]);

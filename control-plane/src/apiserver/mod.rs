@@ -3,9 +3,14 @@
 //! - `error`: [`ApiError`], the one place failures become `meta/v1 Status`.
 //! - `registry`: [`Registry`], objects on the store with Kubernetes' metadata and
 //!   resourceVersion rules.
+//! - `request`: routing of Kubernetes paths; `discovery`: discovery documents.
+//! - `server`: the hyper server and handlers ([`serve`]).
 
+mod discovery;
 mod error;
 mod registry;
+mod request;
+mod server;
 
 #[cfg(test)]
 mod tests;
@@ -14,3 +19,4 @@ pub use error::ApiError;
 pub use registry::{
     ListOptions, ListPage, Registry, field_value, kind_prefix, list_prefix, object_key,
 };
+pub use server::{MAX_BODY_BYTES, handle, serve};

@@ -7,8 +7,8 @@ use skiff_proto::store::kv_client::KvClient;
 use skiff_proto::store::raft_client::RaftClient;
 use skiff_proto::store::{MembersRequest, RangeRequest};
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::{Instant, sleep, timeout};
 use tonic::transport::Channel;
 
@@ -16,18 +16,27 @@ use tonic::transport::Channel;
 pub struct Member {
     pub dir: TempDir,
     pub address: String,
+    /// The API's base URL (`http://127.0.0.1:PORT`).
+    pub api: String,
     child: Option<Child>,
+    #[allow(
+        dead_code,
+        reason = "held open so the member can keep writing to stdout"
+    )]
+    stdout: Option<Lines<BufReader<ChildStdout>>>,
 }
 
 impl Member {
     /// Starts a member in a new data dir, joining `join` if given.
     pub async fn start(join: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (child, address) = spawn(&dir, "127.0.0.1:0", join).await;
+        let spawned = spawn(&dir, "127.0.0.1:0", join).await;
         Self {
             dir,
-            address,
-            child: Some(child),
+            address: spawned.address,
+            api: spawned.api,
+            child: Some(spawned.child),
+            stdout: Some(spawned.stdout),
         }
     }
 
@@ -64,9 +73,11 @@ impl Member {
     /// Starts the member again from its data dir on its old address.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "member is still running");
-        let (child, address) = spawn(&self.dir, &self.address, None).await;
-        assert_eq!(address, self.address);
-        self.child = Some(child);
+        let spawned = spawn(&self.dir, &self.address, None).await;
+        assert_eq!(spawned.address, self.address);
+        self.api = spawned.api;
+        self.child = Some(spawned.child);
+        self.stdout = Some(spawned.stdout);
     }
 
     pub async fn raft(&self) -> Result<RaftClient<Channel>, tonic::transport::Error> {
@@ -82,14 +93,25 @@ impl Drop for Member {
     }
 }
 
-/// Spawns the binary and waits for the line announcing its address.
-async fn spawn(dir: &TempDir, listen: &str, join: Option<&str>) -> (Child, String) {
+/// A started member: its process, peer address, API URL, and its stdout (kept open:
+/// the member would fail writing to a closed pipe).
+struct Spawned {
+    child: Child,
+    address: String,
+    api: String,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+/// Spawns the binary and waits for the lines announcing its peer address and API.
+async fn spawn(dir: &TempDir, listen: &str, join: Option<&str>) -> Spawned {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skiff-control-plane"));
     command
         .arg("--data-dir")
         .arg(dir.path())
         .arg("--listen-peer")
         .arg(listen)
+        .arg("--listen-api")
+        .arg("127.0.0.1:0")
         .env("RUST_LOG", "warn,openraft=error");
     if let Some(join) = join {
         command.arg("--join").arg(join);
@@ -100,23 +122,27 @@ async fn spawn(dir: &TempDir, listen: &str, join: Option<&str>) -> (Child, Strin
         .kill_on_drop(true)
         .spawn()
         .expect("spawn skiff-control-plane");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("member announces itself within 60 s")
-        .expect("read stdout")
-        .expect("a line");
-    let address = line
-        .rsplit(' ')
-        .next()
-        .expect("address at the end")
-        .to_owned();
-    assert!(
-        line.contains("serving peers on"),
-        "unexpected first line {line:?}"
-    );
-    (child, address)
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut next_word_after = async |needle: &str| {
+        let line = timeout(Duration::from_secs(60), stdout.next_line())
+            .await
+            .expect("member announces itself within 60 s")
+            .expect("read stdout")
+            .expect("a line");
+        assert!(line.contains(needle), "expected {needle:?}, got {line:?}");
+        line.rsplit(' ')
+            .next()
+            .expect("address at the end")
+            .to_owned()
+    };
+    let address = next_word_after("serving peers on").await;
+    let api = next_word_after("serving the API on").await;
+    Spawned {
+        child,
+        address,
+        api,
+        stdout,
+    }
 }
 
 /// Starts a cluster of `n` members: the first initializes, the rest join it.

@@ -7,5 +7,6 @@
 )]
 
 mod admin;
+mod api;
 mod cluster;
 mod faults;
