@@ -17,6 +17,7 @@ use skiff_api::Object;
 use skiff_api::types::Namespace;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What the `skiff-control-plane` process runs.
 #[derive(Clone, Debug)]
@@ -43,16 +44,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("failed to listen for the API on {}", config.listen_api))?;
     let api_address = listener.local_addr()?;
     let registry = apiserver::Registry::new(store.clone());
-    ensure_system_namespaces(&registry).await;
+    // The namespaces need a leader, which a restarting member may wait for: create
+    // them in the background and serve meanwhile.
+    let tasks = TaskTracker::new();
+    tasks.spawn(ensure_system_namespaces(registry.clone(), shutdown.clone()));
     println!("skiff-control-plane: serving the API on http://{api_address}");
     apiserver::serve(registry, listener, shutdown).await;
+    tasks.close();
+    tasks.wait().await;
     store.shutdown().await;
     Ok(())
 }
 
-/// Creates the system namespaces if they are missing; retries while the store has no
-/// leader yet (a joining member may wait for one).
-async fn ensure_system_namespaces(registry: &apiserver::Registry) {
+/// Creates the system namespaces that are missing, retrying while the store has no
+/// leader, until done or `shutdown` fires.
+async fn ensure_system_namespaces(registry: apiserver::Registry, shutdown: CancellationToken) {
     for name in SYSTEM_NAMESPACES {
         let namespace = Namespace {
             metadata: skiff_api::meta::ObjectMeta {
@@ -61,12 +67,20 @@ async fn ensure_system_namespaces(registry: &apiserver::Registry) {
             },
             ..Default::default()
         };
-        for attempt in 0..50 {
-            match registry.create(Object::from(namespace.clone()), None).await {
+        loop {
+            let created = tokio::select! {
+                () = shutdown.cancelled() => return,
+                created = registry.create(Object::from(namespace.clone()), None) => created,
+            };
+            match created {
                 Ok(_) => break,
                 Err(error) if error.code == 409 => break,
-                Err(error) if attempt < 49 && (error.code == 503 || error.code == 504) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
+                Err(error) if error.code == 503 || error.code == 504 => {
+                    tracing::debug!(namespace = %name, %error, "no leader yet to create a system namespace");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(namespace = %name, %error, "could not create a system namespace");
