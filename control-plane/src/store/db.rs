@@ -56,8 +56,21 @@ impl Db {
     fn open(dir: &Path, file: &str) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::database("creating the data directory", e))?;
-        let database = Database::create(dir.join(file)).map_err(|e| Error::database("open", e))?;
-        Ok(Self(Arc::new(database)))
+        let path = dir.join(file);
+        // A member of this same process that was just shut down may still be releasing
+        // the file (its last handles drop as its tasks finish): wait a little for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Database::create(&path) {
+                Ok(database) => return Ok(Self(Arc::new(database))),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(Error::database("open", e)),
+            }
+        }
     }
 
     /// Runs `body` in a write transaction and commits it with `durability`.

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
+};
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 use redb::{Durability, ReadableTable};
 use skiff_proto::store::{JoinRequest, ReadIndexRequest};
@@ -106,7 +108,13 @@ impl Store {
         .validate()
         .map_err(|e| Error::InvalidRequest(format!("raft configuration: {e}")))?;
         let hub = WatchHub::new();
-        let state_machine = StateMachine::open(state_db, hub.clone(), tuning.history_revisions)?;
+        let (durable_snapshot, durable_snapshot_mark) = tokio::sync::watch::channel(None);
+        let state_machine = StateMachine::open(
+            state_db,
+            hub.clone(),
+            tuning.history_revisions,
+            durable_snapshot,
+        )?;
         let reader = state_machine.reader();
         let peers = Peers::default();
         let network = NetworkFactory {
@@ -116,7 +124,7 @@ impl Store {
             node_id,
             Arc::new(raft_config),
             network,
-            LogStore::new(log_db),
+            LogStore::new(log_db, durable_snapshot_mark),
             state_machine,
         )
         .await
@@ -182,6 +190,10 @@ impl Store {
                 node_id: self.inner.node_id,
                 address: self.inner.address.clone(),
             };
+            let mut request = tonic::Request::new(request);
+            // Joining waits for this member to catch up as a learner: bounded by the
+            // overall join timeout.
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
             let attempt = async {
                 self.inner
                     .peers
@@ -490,11 +502,13 @@ impl Store {
         address: &str,
     ) -> Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> {
         let raft = &self.inner.raft;
-        raft.add_learner(node_id, BasicNode::new(address), true)
+        let node = BasicNode::new(address);
+        self.change_membership(|| raft.add_learner(node_id, node.clone(), true))
             .await?;
-        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
-            .await?;
-        Ok(())
+        self.change_membership(|| {
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+        })
+        .await
     }
 
     /// Removes a member from the voters and learners. Must run on the leader.
@@ -503,27 +517,67 @@ impl Store {
         node_id: NodeId,
     ) -> Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> {
         let raft = &self.inner.raft;
-        let metrics = raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        if membership.voter_ids().any(|id| id == node_id) {
-            raft.change_membership(
-                ChangeMembers::RemoveVoters(BTreeSet::from([node_id])),
-                false,
-            )
+        let is_voter = || {
+            raft.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == node_id)
+        };
+        if is_voter() {
+            self.change_membership(|| {
+                raft.change_membership(
+                    ChangeMembers::RemoveVoters(BTreeSet::from([node_id])),
+                    false,
+                )
+            })
             .await?;
         }
-        let still_known = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .any(|(id, _)| *id == node_id);
-        if still_known {
-            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
-                .await?;
+        let is_known = || {
+            raft.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .any(|(id, _)| *id == node_id)
+        };
+        if is_known() {
+            self.change_membership(|| {
+                raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+            })
+            .await?;
         }
         Ok(())
+    }
+
+    /// Runs one membership change, waiting (within the join timeout) while another is
+    /// still in progress: membership changes are one at a time.
+    async fn change_membership<F, Fut>(
+        &self,
+        change: F,
+    ) -> Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<
+            Output = Result<
+                openraft::raft::ClientWriteResponse<super::TypeConfig>,
+                RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+            >,
+        >,
+    {
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        loop {
+            match change().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < deadline => {
+                    sleep(LEADER_POLL).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Removes a member, forwarding to the leader when needed.

@@ -60,12 +60,14 @@ pub(crate) struct LogStore {
     db: Db,
     pending: PendingMap,
     jobs: mpsc::Sender<Job>,
+    /// The log index up to which a snapshot is on disk (see `state_machine`).
+    durable_snapshot: tokio::sync::watch::Receiver<Option<u64>>,
 }
 
 impl LogStore {
     /// Opens the log over `db` and starts its writer thread, which ends when the last
     /// clone of the store is dropped.
-    pub(super) fn new(db: Db) -> Self {
+    pub(super) fn new(db: Db, durable_snapshot: tokio::sync::watch::Receiver<Option<u64>>) -> Self {
         let (jobs, queue) = mpsc::channel();
         let pending: PendingMap = Arc::default();
         let writer = Writer {
@@ -77,7 +79,12 @@ impl LogStore {
             .name("raft-log-writer".to_owned())
             .spawn(move || writer.run())
             .expect("spawning the log writer thread");
-        Self { db, pending, jobs }
+        Self {
+            db,
+            pending,
+            jobs,
+            durable_snapshot,
+        }
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Pending>>> {
@@ -327,6 +334,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // openraft may ask to purge behind an installed snapshot before that snapshot is
+        // on disk; wait for it, so a crash never leaves the log purged past the snapshot.
+        self.durable_snapshot
+            .clone()
+            .wait_for(|mark| mark.is_some_and(|index| index >= log_id.index))
+            .await
+            .map_err(|_| write_error(&Error::Raft("the state machine has stopped".to_owned())))?;
         let bytes = db::encode(&log_id);
         self.write(move |txn| {
             txn.open_table(RAFT_META)?

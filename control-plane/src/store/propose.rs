@@ -70,10 +70,18 @@ impl Proposer {
     /// Proposes `txn` and waits (at most `limit`) for its fate.
     pub async fn propose(&self, txn: Txn, limit: Duration) -> Result<Proposed> {
         let (reply, outcome) = oneshot::channel();
-        self.queue
-            .send(Proposal { txn, reply })
-            .await
-            .map_err(|_| Error::Raft("the store is shutting down".to_owned()))?;
+        let started = tokio::time::Instant::now();
+        match timeout(limit, self.queue.send(Proposal { txn, reply })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Error::Raft("the store is shutting down".to_owned())),
+            // Never queued, so never proposed: safe to report as unavailable.
+            Err(_) => {
+                return Err(Error::Unavailable(
+                    "the proposal queue stayed full for the whole request timeout".to_owned(),
+                ));
+            }
+        }
+        let limit = limit.saturating_sub(started.elapsed());
         match timeout(limit, outcome).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Raft("the store is shutting down".to_owned())),
@@ -123,6 +131,13 @@ async fn run(
 async fn commit(raft: &Raft, batch: Vec<Proposal>, request_timeout: Duration) {
     let (txns, replies): (Vec<Txn>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
     let count = txns.len();
+    // If this member leads when the batch goes in, a later "forward to leader" means
+    // leadership changed after the entry may have been appended: it may still commit,
+    // so the outcome is unknown and the write must not be retried.
+    let was_leader = {
+        let metrics = raft.metrics().borrow().clone();
+        metrics.current_leader == Some(metrics.id)
+    };
     let result = timeout(request_timeout, raft.client_write(Batch { txns })).await;
     match result {
         Ok(Ok(response)) if response.data.len() == count => {
@@ -136,6 +151,13 @@ async fn commit(raft: &Raft, batch: Vec<Proposal>, request_timeout: Duration) {
                 response.data.len()
             );
             answer_all(replies, || Err(Error::Raft(message.clone())));
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) if was_leader => {
+            answer_all(replies, || {
+                Err(Error::Indeterminate(
+                    "leadership changed while the write was in flight".to_owned(),
+                ))
+            });
         }
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
             let leader = forward.leader_node.map(|node| node.addr);

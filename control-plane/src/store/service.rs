@@ -146,11 +146,14 @@ impl RaftRpc for RaftService {
                 "join needs a node id and an address",
             ));
         }
-        match self
-            .store
-            .add_member(request.node_id, &request.address)
-            .await
-        {
+        // A learner that never catches up must not hold this call forever.
+        let added = tokio::time::timeout(
+            Duration::from_secs(60),
+            self.store.add_member(request.node_id, &request.address),
+        )
+        .await
+        .map_err(|_| Status::deadline_exceeded("the new member did not catch up within 60 s"))?;
+        match added {
             Ok(()) => Ok(Response::new(pb::JoinReply {
                 leader_id: self.store.node_id(),
             })),

@@ -23,12 +23,14 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use tokio::sync::watch;
+
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError,
     StorageIOError, StoredMembership,
 };
-use redb::Durability;
+use redb::{Durability, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::db::{self, Db, SNAPSHOT};
@@ -85,6 +87,7 @@ type Shared = Arc<RwLock<Keyspace>>;
 pub(crate) struct StateMachine {
     state: Shared,
     db: Db,
+    durable: DurableSnapshot,
     hub: WatchHub,
     history_revisions: u64,
     snapshot_counter: Arc<AtomicU64>,
@@ -187,16 +190,23 @@ impl Reader {
 
 impl StateMachine {
     /// Opens the state machine over `db` (`state.redb`), loading the latest snapshot.
-    pub(super) fn open(db: Db, hub: WatchHub, history_revisions: u64) -> Result<Self> {
+    pub(super) fn open(
+        db: Db,
+        hub: WatchHub,
+        history_revisions: u64,
+        durable: DurableSnapshot,
+    ) -> Result<Self> {
         let mut keyspace = Keyspace::default();
         if let Some((meta, data)) = load_snapshot(&db)? {
             let body: SnapshotBody =
                 db::decode(&data).map_err(|e| Error::database("decoding the snapshot", e))?;
             keyspace = Keyspace::from_snapshot(&meta, body);
+            durable.send_replace(meta.last_log_id.map(|id| id.index));
         }
         Ok(Self {
             state: Arc::new(RwLock::new(keyspace)),
             db,
+            durable,
             hub,
             history_revisions,
             snapshot_counter: Arc::new(AtomicU64::new(0)),
@@ -211,37 +221,56 @@ impl StateMachine {
     }
 
     /// Stores a snapshot durably in `state.redb`.
+    /// Stores a snapshot durably in `state.redb`.
     async fn persist_snapshot(
         &self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
         data: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        persist_snapshot(self.db.clone(), meta.clone(), data).await
+        persist_snapshot(self.db.clone(), &self.durable, meta.clone(), data).await
     }
 }
 
-async fn persist_snapshot(
+/// The log index up to which a snapshot is on disk: the log store purges only behind
+/// it, so a crash can never leave the log purged past the stored snapshot.
+pub(crate) type DurableSnapshot = watch::Sender<Option<u64>>;
+
+/// Stores a snapshot durably, unless a newer one is already stored (a snapshot build
+/// that finishes after a newer snapshot was installed must not replace it), then
+/// advances the durable-snapshot mark.
+pub(super) async fn persist_snapshot(
     db: Db,
+    durable: &DurableSnapshot,
     meta: SnapshotMeta<NodeId, BasicNode>,
     data: Vec<u8>,
 ) -> Result<Vec<u8>> {
-    tokio::task::spawn_blocking(move || {
+    let index = meta.last_log_id.map(|id| id.index);
+    let data = tokio::task::spawn_blocking(move || {
         db.write(Durability::Immediate, |txn| {
             let mut table = txn.open_table(SNAPSHOT)?;
+            let stored: Option<SnapshotMeta<NodeId, BasicNode>> = table
+                .get(SNAPSHOT_META)?
+                .map(|m| db::decode(m.value()))
+                .transpose()?;
+            if stored.is_some_and(|stored| stored.last_log_id > meta.last_log_id) {
+                return Ok(());
+            }
             table.insert(SNAPSHOT_META, db::encode(&meta).as_slice())?;
             table.insert(SNAPSHOT_DATA, data.as_slice())?;
             Ok(())
         })?;
-        Ok(data)
+        Ok::<_, Error>(data)
     })
     .await
-    .map_err(|e| Error::Raft(format!("snapshot write task failed: {e}")))?
+    .map_err(|e| Error::Raft(format!("snapshot write task failed: {e}")))??;
+    durable.send_modify(|mark| *mark = (*mark).max(index));
+    Ok(data)
 }
 
 /// A snapshot as stored: its metadata and its encoded body.
 type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
 
-fn load_snapshot(db: &Db) -> Result<Option<StoredSnapshot>> {
+pub(super) fn load_snapshot(db: &Db) -> Result<Option<StoredSnapshot>> {
     db.read(|txn| {
         let table = txn.open_table(SNAPSHOT)?;
         let (Some(meta), Some(data)) = (table.get(SNAPSHOT_META)?, table.get(SNAPSHOT_DATA)?)
@@ -457,6 +486,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             state: self.state.clone(),
             db: self.db.clone(),
+            durable: self.durable.clone(),
             counter: self.snapshot_counter.clone(),
         }
     }
@@ -502,6 +532,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub(crate) struct SnapshotBuilder {
     state: Shared,
     db: Db,
+    durable: DurableSnapshot,
     counter: Arc<AtomicU64>,
 }
 
@@ -532,9 +563,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 },
             )
         };
-        let data = persist_snapshot(self.db.clone(), meta.clone(), db::encode(&body))
-            .await
-            .map_err(|e| snapshot_error(&e))?;
+        let data = persist_snapshot(
+            self.db.clone(),
+            &self.durable,
+            meta.clone(),
+            db::encode(&body),
+        )
+        .await
+        .map_err(|e| snapshot_error(&e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

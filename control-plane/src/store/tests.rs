@@ -24,8 +24,15 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
         let state_db = Db::open_state(dir.path()).expect("open state db");
         Ok((
             dir,
-            LogStore::new(log_db),
-            StateMachine::open(state_db, WatchHub::new(), 1000).expect("open state machine"),
+            // The conformance suite purges logs without snapshots: open the gate fully.
+            LogStore::new(log_db, tokio::sync::watch::channel(Some(u64::MAX)).1),
+            StateMachine::open(
+                state_db,
+                WatchHub::new(),
+                1000,
+                tokio::sync::watch::channel(None).0,
+            )
+            .expect("open state machine"),
         ))
     }
 }
@@ -707,4 +714,37 @@ async fn restart_loads_the_snapshot_and_replays_the_log_after_it() {
         Err(Error::Compacted { .. })
     ));
     store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stale_snapshot_never_replaces_a_newer_one_and_gates_purges() {
+    use openraft::storage::SnapshotMeta;
+    use openraft::{CommittedLeaderId, LogId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_state(dir.path()).unwrap();
+    let (durable, mut mark) = tokio::sync::watch::channel(None);
+    let meta = |index: u64| SnapshotMeta::<NodeId, openraft::BasicNode> {
+        last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+        last_membership: Default::default(),
+        snapshot_id: format!("s{index}"),
+    };
+    state_machine::persist_snapshot(db.clone(), &durable, meta(10), b"ten".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(*mark.borrow_and_update(), Some(10));
+    // A build that started before the newer snapshot was installed finishes late.
+    state_machine::persist_snapshot(db.clone(), &durable, meta(5), b"five".to_vec())
+        .await
+        .unwrap();
+    let (stored, data) = state_machine::load_snapshot(&db).unwrap().unwrap();
+    assert_eq!(
+        (stored.snapshot_id.as_str(), data.as_slice()),
+        ("s10", b"ten".as_slice())
+    );
+    assert_eq!(
+        *mark.borrow(),
+        Some(10),
+        "the durable mark never moves back"
+    );
 }

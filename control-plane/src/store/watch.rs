@@ -91,7 +91,7 @@ impl WatchHub {
             prefix: prefix.to_owned(),
             feed,
             tx,
-            last: caught_up,
+            last: caught_up.max(after_revision),
             progress_interval,
         };
         tasks.spawn(watcher.run(backlog, cancel));
@@ -135,7 +135,7 @@ struct Watcher {
 
 impl Watcher {
     async fn run(mut self, backlog: Vec<Event>, cancel: CancellationToken) {
-        if !backlog.is_empty() && self.tx.send(WatchMessage::Events(backlog)).await.is_err() {
+        if !backlog.is_empty() && !self.deliver(WatchMessage::Events(backlog), &cancel).await {
             return;
         }
         let interval = self.progress_interval.unwrap_or(Duration::from_secs(3600));
@@ -161,9 +161,18 @@ impl Watcher {
                 },
             };
             let expired = message == WatchMessage::Expired;
-            if self.tx.send(message).await.is_err() || expired {
+            if !self.deliver(message, &cancel).await || expired {
                 return;
             }
+        }
+    }
+
+    /// Sends one message; false when the watcher is gone or the store is stopping (a
+    /// reader that stopped reading must not hold up shutdown).
+    async fn deliver(&self, message: WatchMessage, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            sent = self.tx.send(message) => sent.is_ok(),
         }
     }
 
