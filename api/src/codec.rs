@@ -250,7 +250,7 @@ fn parse_json(input: &[u8], context: &Context) -> Result<Vec<Value>> {
     let mut deserializer = serde_json::Deserializer::from_slice(input);
     let seed = ValueSeed {
         context,
-        path: FieldPath::root(),
+        path: &PathNode::ROOT,
         depth: 0,
     };
     let value = seed
@@ -345,7 +345,7 @@ impl<'de> Deserialize<'de> for Document {
             };
             ValueSeed {
                 context,
-                path: FieldPath::root(),
+                path: &PathNode::ROOT,
                 depth: 0,
             }
             .deserialize(deserializer)
@@ -354,15 +354,45 @@ impl<'de> Deserialize<'de> for Document {
     }
 }
 
+/// Where the value being built sits: a chain of borrowed segments up to the root,
+/// rendered into a [`FieldPath`] only when an error is reported, so building a value
+/// costs nothing per element however long its keys are.
+struct PathNode<'p> {
+    parent: Option<&'p PathNode<'p>>,
+    segment: Segment<'p>,
+}
+
+enum Segment<'p> {
+    Root,
+    Field(&'p str),
+    Index(usize),
+}
+
+impl PathNode<'_> {
+    const ROOT: PathNode<'static> = PathNode {
+        parent: None,
+        segment: Segment::Root,
+    };
+
+    fn render(&self) -> FieldPath {
+        let base = self.parent.map_or_else(FieldPath::root, PathNode::render);
+        match self.segment {
+            Segment::Root => base,
+            Segment::Field(name) => base.child(name),
+            Segment::Index(idx) => base.index(idx),
+        }
+    }
+}
+
 /// Builds a `serde_json::Value` while tracking the path, so duplicate keys and
 /// excessive nesting are reported where they happen.
-struct ValueSeed<'c> {
+struct ValueSeed<'c, 'p> {
     context: &'c Context,
-    path: FieldPath,
+    path: &'p PathNode<'p>,
     depth: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
@@ -370,24 +400,26 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     }
 }
 
-impl ValueSeed<'_> {
-    fn nested<E: de::Error>(&self, path: FieldPath) -> Result<ValueSeed<'_>, E> {
+impl<'c> ValueSeed<'c, '_> {
+    fn nested<'n, E: de::Error>(&self, node: &'n PathNode<'n>) -> Result<ValueSeed<'c, 'n>, E> {
         if self.depth >= self.context.max_depth {
             let detail = format!(
                 "nesting deeper than {} levels is not allowed",
                 self.context.max_depth
             );
-            return Err(self.context.fail(FieldError::forbidden(&path, detail)));
+            return Err(self
+                .context
+                .fail(FieldError::forbidden(&node.render(), detail)));
         }
         Ok(ValueSeed {
             context: self.context,
-            path,
+            path: node,
             depth: self.depth + 1,
         })
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_> {
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -410,7 +442,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         match serde_json::Number::from_f64(v) {
             Some(number) => Ok(Value::Number(number)),
             None => Err(self.context.fail(FieldError::invalid(
-                &self.path,
+                &self.path.render(),
                 v.to_string(),
                 "non-finite numbers are not allowed",
             ))),
@@ -439,25 +471,34 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(self.nested(self.path.index(items.len()))?)? {
-            items.push(item);
+        loop {
+            let node = PathNode {
+                parent: Some(self.path),
+                segment: Segment::Index(items.len()),
+            };
+            match seq.next_element_seed(self.nested(&node)?)? {
+                Some(item) => items.push(item),
+                None => return Ok(Value::Array(items)),
+            }
         }
-        Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut fields = Map::new();
-        while let Some(key) = map.next_key::<MapKey>()? {
-            let field_path = self.path.child(&key.0);
-            if fields.contains_key(&key.0) {
-                let error = FieldError::duplicate(&field_path, key.0.clone());
+        while let Some(MapKey(key)) = map.next_key::<MapKey>()? {
+            let node = PathNode {
+                parent: Some(self.path),
+                segment: Segment::Field(&key),
+            };
+            if fields.contains_key(&key) {
+                let error = FieldError::duplicate(&node.render(), key.clone());
                 return Err(self.context.fail(FieldError {
                     detail: "field appears more than once".to_owned(),
                     ..error
                 }));
             }
-            let value = map.next_value_seed(self.nested(field_path)?)?;
-            fields.insert(key.0, value);
+            let value = map.next_value_seed(self.nested(&node)?)?;
+            fields.insert(key, value);
         }
         Ok(Value::Object(fields))
     }

@@ -16,10 +16,35 @@ pub const PROGRESS_DEADLINE_SECONDS: i32 = 600;
 /// Default `maxSurge` and `maxUnavailable` of a rolling update.
 pub const ROLLING_UPDATE_PERCENT: &str = "25%";
 
+/// Kubernetes treats the zero value as unset: defaults fill `None` and `""`.
+fn default_text(field: &mut Option<String>, value: &str) {
+    if field.as_deref().is_none_or(str::is_empty) {
+        *field = Some(value.to_owned());
+    }
+}
+
+/// Defaults fill `None` and `0`, as Kubernetes' `SetDefaults_*` do for int fields.
+fn default_number<T: Copy + PartialEq + Default>(field: &mut Option<T>, value: T) {
+    if field.is_none_or(|current| current == T::default()) {
+        *field = Some(value);
+    }
+}
+
 /// Applies every default for the object's kind.
 pub fn apply(object: &mut Object) {
     match object {
-        Object::Pod(pod) => pod_spec(pod.spec.get_or_insert_with(Default::default)),
+        Object::Pod(pod) => {
+            let spec = pod.spec.get_or_insert_with(Default::default);
+            pod_spec(spec);
+            // Only pods, not templates ("not a v1.PodTemplate" in Kubernetes' defaults).
+            for container in spec
+                .containers
+                .iter_mut()
+                .chain(spec.init_containers.iter_mut().flatten())
+            {
+                requests_from_limits(container);
+            }
+        }
         Object::Deployment(deployment) => {
             deployment_spec(deployment.spec.get_or_insert_with(Default::default))
         }
@@ -34,7 +59,7 @@ pub fn apply(object: &mut Object) {
         Object::Endpoints(endpoints) => {
             for subset in endpoints.subsets.iter_mut().flatten() {
                 for port in subset.ports.iter_mut().flatten() {
-                    port.protocol.get_or_insert_with(|| "TCP".to_owned());
+                    default_text(&mut port.protocol, "TCP");
                 }
             }
         }
@@ -51,10 +76,8 @@ fn deployment_spec(spec: &mut DeploymentSpec) {
     let strategy = spec
         .strategy
         .get_or_insert_with(DeploymentStrategy::default);
-    let strategy_type = strategy
-        .type_
-        .get_or_insert_with(|| "RollingUpdate".to_owned());
-    if strategy_type == "RollingUpdate" {
+    default_text(&mut strategy.type_, "RollingUpdate");
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
         let rolling = strategy
             .rolling_update
             .get_or_insert_with(RollingUpdateDeployment::default);
@@ -72,18 +95,19 @@ fn pod_template(template: &mut PodTemplateSpec) {
     pod_spec(template.spec.get_or_insert_with(Default::default));
 }
 
-/// Pod spec defaults: restart policy, grace period, and per-container defaults.
+/// Pod spec defaults (also for templates): restart policy, grace period, and
+/// per-container defaults.
 pub fn pod_spec(spec: &mut PodSpec) {
-    spec.restart_policy
-        .get_or_insert_with(|| "Always".to_owned());
+    default_text(&mut spec.restart_policy, "Always");
     spec.termination_grace_period_seconds
         .get_or_insert(TERMINATION_GRACE_PERIOD_SECONDS);
+    let host_network = spec.host_network.unwrap_or(false);
     for container in spec
         .containers
         .iter_mut()
         .chain(spec.init_containers.iter_mut().flatten())
     {
-        container_defaults(container);
+        container_defaults(container, host_network);
     }
     for volume in spec.volumes.iter_mut().flatten() {
         if let Some(host_path) = &mut volume.host_path {
@@ -92,23 +116,14 @@ pub fn pod_spec(spec: &mut PodSpec) {
     }
 }
 
-fn container_defaults(container: &mut Container) {
-    if container.image_pull_policy.is_none() {
-        let image = container.image.as_deref().unwrap_or_default();
-        container.image_pull_policy = Some(default_pull_policy(image).to_owned());
-    }
+fn container_defaults(container: &mut Container, host_network: bool) {
+    let policy = default_pull_policy(container.image.as_deref().unwrap_or_default());
+    default_text(&mut container.image_pull_policy, policy);
     for port in container.ports.iter_mut().flatten() {
-        port.protocol.get_or_insert_with(|| "TCP".to_owned());
-    }
-    // Requests default to limits for resources that have only a limit.
-    if let Some(resources) = &mut container.resources
-        && let Some(limits) = &resources.limits
-    {
-        let requests = resources.requests.get_or_insert_with(Default::default);
-        for (name, limit) in limits {
-            requests
-                .entry(name.clone())
-                .or_insert_with(|| limit.clone());
+        default_text(&mut port.protocol, "TCP");
+        // On the host's network a container port is a host port.
+        if host_network {
+            default_number(&mut port.host_port, port.container_port);
         }
     }
     for probe in [
@@ -123,37 +138,61 @@ fn container_defaults(container: &mut Container) {
     }
 }
 
-fn probe_defaults(probe: &mut Probe) {
-    probe.timeout_seconds.get_or_insert(1);
-    probe.period_seconds.get_or_insert(10);
-    probe.success_threshold.get_or_insert(1);
-    probe.failure_threshold.get_or_insert(3);
-    if let Some(http_get) = &mut probe.http_get {
-        http_get.path.get_or_insert_with(|| "/".to_owned());
-        http_get.scheme.get_or_insert_with(|| "HTTP".to_owned());
+/// Requests default to limits for resources that have only a limit (pods only).
+fn requests_from_limits(container: &mut Container) {
+    if let Some(resources) = &mut container.resources
+        && let Some(limits) = &resources.limits
+    {
+        let requests = resources.requests.get_or_insert_with(Default::default);
+        for (name, limit) in limits {
+            requests
+                .entry(name.clone())
+                .or_insert_with(|| limit.clone());
+        }
     }
 }
 
-/// `Always` for `:latest` or untagged images, `IfNotPresent` for other tags and digests.
-pub fn default_pull_policy(image: &str) -> &'static str {
-    if image.contains('@') {
-        return "IfNotPresent";
+fn probe_defaults(probe: &mut Probe) {
+    default_number(&mut probe.timeout_seconds, 1);
+    default_number(&mut probe.period_seconds, 10);
+    default_number(&mut probe.success_threshold, 1);
+    default_number(&mut probe.failure_threshold, 3);
+    if let Some(http_get) = &mut probe.http_get {
+        default_text(&mut http_get.path, "/");
+        default_text(&mut http_get.scheme, "HTTP");
     }
+}
+
+/// `Always` for `:latest` and for untagged images without a digest, `IfNotPresent`
+/// otherwise (Kubernetes' rule, via its `ParseImageName`).
+pub fn default_pull_policy(image: &str) -> &'static str {
+    let (name, digest) = match image.split_once('@') {
+        Some((name, _)) => (name, true),
+        None => (image, false),
+    };
     // The tag follows the last ':' after the last '/' (a ':' before it is a registry port).
-    let last_component = image.rsplit('/').next().unwrap_or(image);
+    let last_component = name.rsplit('/').next().unwrap_or(name);
     match last_component.split_once(':') {
-        Some((_, tag)) if tag != "latest" => "IfNotPresent",
-        _ => "Always",
+        Some((_, "latest")) => "Always",
+        Some(_) => "IfNotPresent",
+        None if digest => "IfNotPresent",
+        None => "Always",
     }
 }
 
 fn service_spec(spec: &mut ServiceSpec) {
-    spec.type_.get_or_insert_with(|| "ClusterIP".to_owned());
-    spec.session_affinity
-        .get_or_insert_with(|| "None".to_owned());
+    default_text(&mut spec.type_, "ClusterIP");
+    default_text(&mut spec.session_affinity, "None");
     for port in spec.ports.iter_mut().flatten() {
-        port.protocol.get_or_insert_with(|| "TCP".to_owned());
-        port.target_port.get_or_insert(IntOrString::Int(port.port));
+        default_text(&mut port.protocol, "TCP");
+        let unset = match &port.target_port {
+            None | Some(IntOrString::Int(0)) => true,
+            Some(IntOrString::String(name)) => name.is_empty(),
+            Some(IntOrString::Int(_)) => false,
+        };
+        if unset {
+            port.target_port = Some(IntOrString::Int(port.port));
+        }
     }
 }
 
@@ -170,6 +209,8 @@ mod tests {
             ("127.0.0.1:5055/skiff/httpd", "Always"),
             ("127.0.0.1:5055/skiff/httpd:1", "IfNotPresent"),
             ("busybox@sha256:abcd", "IfNotPresent"),
+            ("nginx:latest@sha256:abcd", "Always"),
+            ("nginx:1.27@sha256:abcd", "IfNotPresent"),
         ] {
             assert_eq!(default_pull_policy(image), policy, "{image}");
         }

@@ -138,11 +138,13 @@ fn parse_suffix(suffix: &str) -> Result<(u32, i32, QuantityFormat), QuantityErro
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(suffix_error(suffix));
             }
-            // Exponents beyond ±60 are far outside anything a resource can hold.
-            let value: i32 = exponent.parse().map_err(|_| QuantityError::TooLarge)?;
-            if value.abs() > 60 {
+            // Positive exponents beyond 60 are far outside anything a resource can hold;
+            // negative ones that large round up to the finest unit, as in Kubernetes.
+            let value: i64 = exponent.parse().map_err(|_| QuantityError::TooLarge)?;
+            if value > 60 {
                 return Err(QuantityError::TooLarge);
             }
+            let value = i32::try_from(value.max(-60)).expect("clamped to -60..=60");
             Ok((0, value, DecimalExponent))
         }
     }
@@ -312,6 +314,8 @@ mod tests {
         check("1e-3", Ok(1_000_000));
         check("0.1n", Ok(1)); // rounded up to the finest unit
         check("1e+2", Ok(100 * G));
+        check("1e-2147483648", Ok(1)); // tiny values round up to 1n, no overflow
+        check("1e-99999999999999999999", Err(QuantityError::TooLarge));
     }
 
     #[test]

@@ -232,6 +232,19 @@ enum Token {
     End,
 }
 
+impl Token {
+    /// The token as a key or value: identifiers, and the keywords `in`/`notin` outside
+    /// the operator position (Kubernetes reads them as plain words there).
+    fn as_word(&self) -> Option<String> {
+        match self {
+            Token::Identifier(word) => Some(word.clone()),
+            Token::In => Some("in".to_owned()),
+            Token::NotIn => Some("notin".to_owned()),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = match self {
@@ -254,12 +267,14 @@ impl fmt::Display for Token {
 }
 
 fn tokenize(input: &str) -> Vec<Token> {
-    let special = |c: char| c.is_whitespace() || "!=<>(),".contains(c);
+    // Kubernetes' lexer separates on ASCII blanks only (space, tab, CR, LF).
+    let blank = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    let special = |c: char| blank(c) || "!=<>(),".contains(c);
     let mut tokens = Vec::new();
     let mut chars = input.char_indices().peekable();
     while let Some((start, c)) = chars.next() {
         let token = match c {
-            c if c.is_whitespace() => continue,
+            c if blank(c) => continue,
             '(' => Token::OpenParen,
             ')' => Token::CloseParen,
             ',' => Token::Comma,
@@ -339,9 +354,9 @@ impl Parser {
         if negated {
             self.next();
         }
-        let key = match self.next() {
-            Token::Identifier(key) => key,
-            found => return Err(Self::unexpected(&found, "identifier")),
+        let found = self.next();
+        let Some(key) = found.as_word() else {
+            return Err(Self::unexpected(&found, "identifier"));
         };
         if negated {
             return Requirement::new(&key, Operator::DoesNotExist, Vec::new());
@@ -369,8 +384,8 @@ impl Parser {
 
     fn single_value(&mut self) -> Result<String, SelectorError> {
         match self.peek() {
-            Token::Identifier(value) => {
-                let value = value.clone();
+            token @ (Token::Identifier(_) | Token::In | Token::NotIn) => {
+                let value = token.as_word().unwrap_or_default();
                 self.next();
                 Ok(value)
             }
@@ -387,14 +402,15 @@ impl Parser {
         }
         let mut values = Vec::new();
         if *self.peek() == Token::CloseParen {
+            // `in ()` is the set holding the empty value, as in Kubernetes.
             self.next();
-            return Ok(values);
+            return Ok(vec![String::new()]);
         }
         loop {
             // `in (a,)` and `in (,a)` carry an empty value, as in Kubernetes.
             match self.peek() {
-                Token::Identifier(value) => {
-                    values.push(value.clone());
+                token @ (Token::Identifier(_) | Token::In | Token::NotIn) => {
+                    values.push(token.as_word().unwrap_or_default());
                     self.next();
                 }
                 Token::Comma | Token::CloseParen => values.push(String::new()),
@@ -453,6 +469,10 @@ mod tests {
         check("!tier", &web_fe, false);
         check("x in (a,)", &[("x", "")], true);
         check("x=", &[("x", "")], true);
+        check("x in ()", &[("x", "")], true);
+        check("app=in", &[("app", "in")], true);
+        check("x in (in,notin)", &[("x", "notin")], true);
+        check("in=x", &[("in", "x")], true);
         check("gen>3", &[("gen", "4")], true);
         check("gen<3", &[("gen", "4")], false);
         check("gen>3", &[("gen", "four")], false);
@@ -463,8 +483,8 @@ mod tests {
     #[test]
     fn bad_selectors_are_refused_with_a_reason() {
         for bad in [
-            "a in (b", "!!", "a in b", "a=(b)", ",", "a,", "a b", "=a", "a in ()", "a=b=c", "-a=b",
-            "a=-b", "a>b", "a notin",
+            "a in (b", "!!", "a in b", "a=(b)", ",", "a,", "a b", "=a", "a=b=c", "-a=b", "a=-b",
+            "a>b", "a notin",
         ] {
             let error = Selector::parse(bad).expect_err(bad);
             assert!(

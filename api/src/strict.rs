@@ -139,10 +139,11 @@ impl<'a> Walk<'a> {
                     })
                     .map(|(_, fields)| *fields);
                 for (key, field_value) in fields.iter_mut() {
-                    if field_value.is_null() {
-                        continue;
-                    }
                     if let Some(property) = properties.and_then(|p| p.get(key)) {
+                        // `field: null` means unset, for known fields only.
+                        if field_value.is_null() {
+                            continue;
+                        }
                         let field_path = path.child(key);
                         if implemented.is_some_and(|fields| !fields.contains(&key.as_str())) {
                             self.unimplemented

@@ -482,7 +482,11 @@ fn validate_volumes<'a>(
 
 fn validate_toleration(toleration: &Toleration, path: &FieldPath, errors: &mut Vec<FieldError>) {
     let key = toleration.key.as_deref().unwrap_or_default();
-    let operator = toleration.operator.as_deref().unwrap_or("Equal");
+    let operator = toleration
+        .operator
+        .as_deref()
+        .filter(|o| !o.is_empty())
+        .unwrap_or("Equal");
     if !key.is_empty() {
         push_invalid(errors, &path.child("key"), key, names::qualified_name(key));
     }

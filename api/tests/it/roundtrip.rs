@@ -136,14 +136,8 @@ spec:
         container.ports.as_ref().unwrap()[0].protocol.as_deref(),
         Some("TCP")
     );
-    let requests = container
-        .resources
-        .as_ref()
-        .unwrap()
-        .requests
-        .as_ref()
-        .unwrap();
-    assert_eq!(requests["cpu"].0, "500m", "requests default to limits");
+    // Kubernetes copies limits into requests for pods only, never for templates.
+    assert!(container.resources.as_ref().unwrap().requests.is_none());
     let probe = container.readiness_probe.as_ref().unwrap();
     assert_eq!(
         (
@@ -181,5 +175,62 @@ fn yaml_scalars_follow_kubernetes_yaml_rules() {
     assert_eq!(
         docs,
         vec![json!({"a": 493, "b": true, "c": "yes", "d": 1.5, "e": Value::Null})]
+    );
+}
+
+#[test]
+fn zero_values_are_defaulted_like_kubernetes() {
+    let input = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  restartPolicy: ""
+  hostNetwork: true
+  containers:
+    - name: c
+      image: i:1
+      imagePullPolicy: ""
+      ports: [{containerPort: 8080, protocol: ""}]
+      resources: {limits: {memory: 64Mi}}
+      livenessProbe: {tcpSocket: {port: 8080}, periodSeconds: 0, failureThreshold: 0, successThreshold: 0}
+"#;
+    let mut object = decode_all(input.as_bytes()).remove(0);
+    object.apply_defaults();
+    assert!(object.validate().is_empty(), "{:?}", object.validate());
+    let value = object.to_value();
+    let container = &value["spec"]["containers"][0];
+    assert_eq!(value["spec"]["restartPolicy"], "Always");
+    assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        container["ports"][0],
+        json!({"containerPort": 8080, "hostPort": 8080, "protocol": "TCP"})
+    );
+    assert_eq!(
+        container["resources"]["requests"],
+        json!({"memory": "64Mi"}),
+        "a pod's requests default to its limits"
+    );
+    let probe = &container["livenessProbe"];
+    assert_eq!(
+        (
+            &probe["periodSeconds"],
+            &probe["failureThreshold"],
+            &probe["successThreshold"]
+        ),
+        (&json!(10), &json!(3), &json!(1))
+    );
+
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: \"\", ports: [{port: 80, targetPort: 0}, {name: b, port: 81, targetPort: \"\"}]}\n";
+    let mut object = decode_all(service.as_bytes()).remove(0);
+    object.apply_defaults();
+    let value = object.to_value();
+    assert_eq!(value["spec"]["type"], "ClusterIP");
+    assert_eq!(
+        (
+            &value["spec"]["ports"][0]["targetPort"],
+            &value["spec"]["ports"][1]["targetPort"]
+        ),
+        (&json!(80), &json!(81))
     );
 }

@@ -514,8 +514,8 @@ fn services_are_checked() {
         &["spec.ports[1]: Duplicate value: \"80/TCP\""],
     );
     check(
-        &service("{ports: [{port: 80, targetPort: 0}]}"),
-        &["spec.ports[0].targetPort: Invalid value: 0: must be between 1 and 65535, inclusive"],
+        &service("{ports: [{port: 80, targetPort: 70000}]}"),
+        &["spec.ports[0].targetPort: Invalid value: 70000: must be between 1 and 65535, inclusive"],
     );
     check(
         &service("{ports: [{port: 80, nodePort: 30080}]}"),
