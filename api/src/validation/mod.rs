@@ -58,29 +58,18 @@ pub fn validate_immutable(old: &Object, new: &Object) -> Vec<FieldError> {
         &mut errors,
     );
     let spec = FieldPath::new("spec");
+    // apps/v1 workload selectors are immutable.
+    if let (Some(old_selector), Some(new_selector)) =
+        (workload_selector(old), workload_selector(new))
+    {
+        immutable(
+            &old_selector,
+            &new_selector,
+            &spec.child("selector"),
+            &mut errors,
+        );
+    }
     match (old, new) {
-        (Object::Deployment(old), Object::Deployment(new)) => {
-            let selector = |d: &k8s_openapi::api::apps::v1::Deployment| {
-                d.spec.as_ref().map(|s| s.selector.clone())
-            };
-            immutable(
-                &selector(old),
-                &selector(new),
-                &spec.child("selector"),
-                &mut errors,
-            );
-        }
-        (Object::ReplicaSet(old), Object::ReplicaSet(new)) => {
-            let selector = |r: &k8s_openapi::api::apps::v1::ReplicaSet| {
-                r.spec.as_ref().map(|s| s.selector.clone())
-            };
-            immutable(
-                &selector(old),
-                &selector(new),
-                &spec.child("selector"),
-                &mut errors,
-            );
-        }
         (Object::Pod(old), Object::Pod(new)) => {
             pod::validate_pod_spec_update(old.spec.as_ref(), new.spec.as_ref(), &spec, &mut errors)
         }
@@ -90,6 +79,19 @@ pub fn validate_immutable(old: &Object, new: &Object) -> Vec<FieldError> {
         _ => {}
     }
     errors
+}
+
+/// The selector of a Deployment or ReplicaSet (`None` for other kinds).
+fn workload_selector(object: &Object) -> Option<Option<LabelSelector>> {
+    match object {
+        Object::Deployment(deployment) => {
+            Some(deployment.spec.as_ref().map(|s| s.selector.clone()))
+        }
+        Object::ReplicaSet(replica_set) => {
+            Some(replica_set.spec.as_ref().map(|s| s.selector.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// `field is immutable` when a value changed.

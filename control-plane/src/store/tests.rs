@@ -516,6 +516,15 @@ async fn restart_recovers_log_state_and_membership() {
     store.shutdown().await;
 }
 
+/// Data directories for three members.
+fn three_dirs() -> [TempDir; 3] {
+    [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ]
+}
+
 /// Starts three members: the first initializes, the others join it.
 async fn three_members(dirs: &[TempDir; 3], tuning: &Tuning) -> Vec<Store> {
     let first = member(&dirs[0], None, tuning.clone()).await;
@@ -536,11 +545,7 @@ fn leader_of(stores: &[Store]) -> Option<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_replicate_forward_and_fail_over() {
-    let dirs = [
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    ];
+    let dirs = three_dirs();
     let tuning = test_tuning();
     let mut stores = three_members(&dirs, &tuning).await;
     let ids: BTreeSet<NodeId> = stores.iter().map(Store::node_id).collect();
@@ -593,11 +598,7 @@ async fn three_members_replicate_forward_and_fail_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_behind_a_snapshot_catches_up_after_restart() {
-    let dirs = [
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    ];
+    let dirs = three_dirs();
     let tuning = Tuning {
         snapshot_after_logs: 50,
         logs_kept_after_snapshot: 5,
@@ -642,11 +643,7 @@ async fn a_member_behind_a_snapshot_catches_up_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_can_be_removed() {
-    let dirs = [
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    ];
+    let dirs = three_dirs();
     let tuning = test_tuning();
     let stores = three_members(&dirs, &tuning).await;
     let leader = leader_of(&stores).unwrap();
