@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo of what Skiff runs today: validate the example manifests offline, then start
-# a three-member replicated store on 127.0.0.1, kill its leader with SIGKILL, and show
-# the survivors elect a new one. Everything it starts is stopped on exit.
+# The demo of what Skiff runs today: validate the example manifests offline, start a
+# three-member control plane on 127.0.0.1, create the manifests through its API with
+# kubectl, kill the Raft leader with SIGKILL, and show the survivors elect a new one and
+# still serve every object. Everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +12,10 @@ bin=target/release
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for pid in "${pids[@]}"; do
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,6 +39,15 @@ start_member b 23792 127.0.0.1:23791
 start_member c 23793 127.0.0.1:23791
 "$bin/skiff-control-plane" member list --peer 127.0.0.1:23791
 
+kubectl_at() { # port args...
+  local port=$1; shift
+  KUBECONFIG=/dev/null kubectl --server "http://127.0.0.1:$port" --cache-dir "$work/kube-cache" "$@"
+}
+if command -v kubectl >/dev/null; then
+  echo "=== kubectl create -f manifests/ through member a's API (127.0.0.1:23891)"
+  kubectl_at 23891 create -f manifests/ --validate=false
+fi
+
 leader=$("$bin/skiff-control-plane" member list --peer 127.0.0.1:23791 | awk '$3 == "leader" {print $2}')
 port=${leader##*:}
 idx=$((port - 23791))
@@ -49,4 +61,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 "$bin/skiff-control-plane" member list --peer "$survivor"
-echo "=== demo done: a new leader took over"
+if command -v kubectl >/dev/null; then
+  echo "=== the objects survived: kubectl get deployments,services -A through $survivor's member"
+  kubectl_at $((${survivor##*:} + 100)) get deployments,services -A
+fi
+echo "=== demo done: a new leader took over and every object is still there"
