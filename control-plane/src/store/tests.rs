@@ -745,3 +745,51 @@ async fn a_stale_snapshot_never_replaces_a_newer_one_and_gates_purges() {
         "the durable mark never moves back"
     );
 }
+
+#[tokio::test]
+async fn a_snapshot_install_expires_only_watches_from_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = WatchHub::new();
+    let machine = StateMachine::open(
+        Db::open_state(dir.path()).unwrap(),
+        hub.clone(),
+        100,
+        tokio::sync::watch::channel(None).0,
+    )
+    .unwrap();
+    let reader = machine.reader();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    // Both watches stand at revision 0; a snapshot at 0 loses them nothing, one at 5 does.
+    let mut current = hub
+        .watch(&reader, "/", 0, None, &tasks, cancel.clone())
+        .unwrap();
+    hub.reset(0);
+    let event = Event {
+        kind: EventKind::Created,
+        kv: KeyValue {
+            key: "/a".into(),
+            value: b"v".to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+        },
+        prev: None,
+    };
+    hub.publish(vec![event.clone()], 1);
+    assert_eq!(
+        next_message(&mut current).await,
+        WatchMessage::Events(vec![event])
+    );
+    hub.reset(5);
+    assert_eq!(next_message(&mut current).await, WatchMessage::Expired);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), current.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "an expired watch ends"
+    );
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+}

@@ -40,7 +40,7 @@ enum Change {
     /// Events of one apply batch, and the revision the batch ends at.
     Events(Arc<[Event]>, u64),
     /// A snapshot replaced the state at this revision.
-    Reset,
+    Reset(u64),
 }
 
 /// The live feed from the state machine to watchers.
@@ -63,8 +63,8 @@ impl WatchHub {
     }
 
     /// Tells every watcher that the state was replaced by a snapshot.
-    pub(super) fn reset(&self, _revision: u64) {
-        let _ = self.feed.send(Change::Reset);
+    pub(super) fn reset(&self, revision: u64) {
+        let _ = self.feed.send(Change::Reset(revision));
     }
 
     /// Starts a watch on `tasks`: events under `prefix` after `after_revision` (0 for
@@ -194,7 +194,10 @@ impl Watcher {
                 self.last = revision;
                 events
             }
-            Ok(Change::Reset) | Err(broadcast::error::RecvError::Closed) => return Err(()),
+            // A watcher that already stands at or past the snapshot started from the new
+            // state: it lost nothing. Any other must relist.
+            Ok(Change::Reset(revision)) if revision <= self.last => return Ok(None),
+            Ok(Change::Reset(_)) | Err(broadcast::error::RecvError::Closed) => return Err(()),
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 match self.reader.history(&self.prefix, self.last) {
                     Ok((events, revision)) => {
