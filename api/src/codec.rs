@@ -574,17 +574,13 @@ pub fn decode<T: DeserializeOwned + JsonSchema>(
 ) -> Result<Decoded<T>> {
     let name = T::schema_name();
     let schemas = schemas();
-    let schema = schemas
-        .definition(&name)
-        .cloned()
-        .unwrap_or(Value::Bool(true));
-    decode_with_schema(&mut value, &schema, schemas, validation)?;
+    let schema = schemas.definition(&name).unwrap_or(&ACCEPT_ALL);
+    let warnings = check_fields(&mut value, schema, schemas, validation)?;
     let object = serde_path_to_error::deserialize::<_, T>(&value).map_err(|error| {
-        let path = FieldPath::new(&error.path().to_string());
         let path = if error.path().iter().next().is_none() {
             FieldPath::root()
         } else {
-            path
+            FieldPath::new(&error.path().to_string())
         };
         let (kind, version) = type_of(&value);
         Error::Fields {
@@ -593,40 +589,39 @@ pub fn decode<T: DeserializeOwned + JsonSchema>(
             errors: vec![FieldError::type_invalid(&path, error.inner().to_string())],
         }
     })?;
-    let warnings = match validation {
-        FieldValidation::Warn => collect_unknown(&mut value, &schema, schemas),
-        _ => Vec::new(),
-    };
     Ok(Decoded { object, warnings })
 }
 
-fn decode_with_schema(
+/// The schema of a type that has none: anything goes.
+static ACCEPT_ALL: Value = Value::Bool(true);
+
+/// One schema walk: fails on unimplemented fields (always) and unknown fields
+/// (`Strict`); returns the unknown fields as warnings under `Warn`.
+fn check_fields(
     value: &mut Value,
     schema: &Value,
     schemas: &Schemas,
     validation: FieldValidation,
-) -> Result<()> {
+) -> Result<Vec<FieldError>> {
     let mut walk = Walk::new(schemas);
     walk.check(value, schema, &FieldPath::root());
     let mut errors = walk.unimplemented;
     if validation == FieldValidation::Strict {
-        errors.splice(0..0, walk.unknown);
+        errors.splice(0..0, walk.unknown.drain(..));
     }
-    if errors.is_empty() {
-        return Ok(());
+    if !errors.is_empty() {
+        let (kind, version) = type_of(value);
+        return Err(Error::Fields {
+            kind,
+            version,
+            errors,
+        });
     }
-    let (kind, version) = type_of(value);
-    Err(Error::Fields {
-        kind,
-        version,
-        errors,
+    Ok(if validation == FieldValidation::Warn {
+        walk.unknown
+    } else {
+        Vec::new()
     })
-}
-
-fn collect_unknown(value: &mut Value, schema: &Value, schemas: &Schemas) -> Vec<FieldError> {
-    let mut walk = Walk::new(schemas);
-    walk.check(value, schema, &FieldPath::root());
-    walk.unknown
 }
 
 fn type_of(value: &Value) -> (String, String) {
