@@ -135,7 +135,8 @@ async fn commit(raft: &Raft, batch: Vec<Proposal>, request_timeout: Duration) {
     // leadership changed after the entry may have been appended: it may still commit,
     // so the outcome is unknown and the write must not be retried.
     let was_leader = {
-        let metrics = raft.metrics().borrow().clone();
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
         metrics.current_leader == Some(metrics.id)
     };
     let result = timeout(request_timeout, raft.client_write(Batch { txns })).await;
