@@ -6,8 +6,11 @@
 //! - `printers`: everything printed for humans.
 
 mod commands;
+mod describe;
+mod jsonpath;
 mod manifests;
 mod printers;
+mod three_way;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,12 +5,14 @@
 //!   resourceVersion rules.
 //! - `request`: routing of Kubernetes paths; `discovery`: discovery documents.
 //! - `server`: the hyper server and handlers ([`serve`]).
+//! - [`table`]: `meta/v1 Table` rendering with kubectl's columns.
 
 mod discovery;
 mod error;
 mod registry;
 mod request;
 mod server;
+pub mod table;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,1 @@
+//! `meta/v1 Table` rendering: the columns kubectl prints for each kind.

@@ -1,0 +1,1 @@
+//! `skiff describe`: kubectl-style descriptions of objects.

@@ -1,0 +1,1 @@
+//! kubectl's JSONPath template language for `-o jsonpath=…`.

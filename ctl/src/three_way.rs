@@ -1,0 +1,1 @@
+//! The three-way merge patch of client-side `skiff apply`.
