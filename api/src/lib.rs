@@ -7,6 +7,8 @@
 //! - [`validation`]: Kubernetes' validation rules with field paths.
 //! - [`defaults`]: Kubernetes' defaulting.
 //! - [`selector`]: label selectors; [`quantity`]: resource quantities.
+//! - [`patch`]: JSON, merge and strategic merge patches, as kube-apiserver applies them.
+//! - [`managed`]: `managedFields` and server-side apply.
 //! - [`schema`]: JSON schemas of every type, for strictness, explain and OpenAPI.
 //! - [`meta`]: meta/v1 types (`ObjectMeta`, `Status`, `Table`, …).
 //! - [`error`], [`path`]: field errors and field paths.
@@ -17,8 +19,10 @@ pub mod codec;
 pub mod defaults;
 pub mod error;
 pub mod kind;
+pub mod managed;
 pub mod meta;
 pub mod object;
+pub mod patch;
 pub mod path;
 pub mod quantity;
 pub mod schema;
