@@ -9,8 +9,34 @@ use skiff_api::kind;
 pub const AGGREGATED_CONTENT_TYPE: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
-/// Verbs served for every kind today.
-const VERBS: &[&str] = &["create", "delete", "get", "list", "update"];
+/// Verbs served for every kind.
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// The subresources of a kind, as aggregated discovery lists them.
+fn subresources(kind: &ResourceKind) -> Vec<Value> {
+    let mut list = Vec::new();
+    let own = json!({"group": kind.group, "version": kind.version, "kind": kind.kind});
+    if kind != &kind::EVENT && kind != &kind::ENDPOINTS {
+        list.push(json!({"subresource": "status", "responseKind": own, "verbs": ["get", "patch", "update"]}));
+    }
+    if kind == &kind::DEPLOYMENT || kind == &kind::REPLICA_SET {
+        list.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+    }
+    if kind == &kind::POD {
+        list.push(json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}));
+        list.push(json!({"subresource": "log", "responseKind": {"group": "", "version": "v1", "kind": "Pod"}, "verbs": ["get"]}));
+    }
+    list
+}
 
 /// Whether the client asked for aggregated discovery.
 pub fn wants_aggregated(accept: &str) -> bool {
@@ -53,11 +79,21 @@ pub fn group_list() -> Value {
 /// `GET /api/v1`, `GET /apis/{group}/{version}`; `None` for unknown group versions.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let resources: Vec<Value> = kinds_of(group, version)
-        .map(|k| {
-            json!({
+        .flat_map(|k| {
+            let main = json!({
                 "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
                 "kind": k.kind, "verbs": VERBS, "shortNames": k.short_names,
-            })
+            });
+            let subresources = subresources(k).into_iter().map(move |sub| {
+                let response = &sub["responseKind"];
+                json!({
+                    "name": format!("{}/{}", k.plural, sub["subresource"].as_str().unwrap_or_default()),
+                    "singularName": "", "namespaced": k.namespaced,
+                    "group": response["group"], "version": response["version"],
+                    "kind": response["kind"], "verbs": sub["verbs"],
+                })
+            });
+            std::iter::once(main).chain(subresources)
         })
         .collect();
     if resources.is_empty() {
@@ -86,6 +122,7 @@ pub fn aggregated(core: bool) -> Value {
                         "scope": if k.namespaced { "Namespaced" } else { "Cluster" },
                         "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
                         "verbs": VERBS, "shortNames": k.short_names,
+                        "subresources": subresources(k),
                     })
                 })
                 .collect();
@@ -112,10 +149,16 @@ mod tests {
             names,
             [
                 "namespaces",
+                "namespaces/status",
                 "pods",
+                "pods/status",
+                "pods/binding",
+                "pods/log",
                 "services",
+                "services/status",
                 "endpoints",
                 "nodes",
+                "nodes/status",
                 "events"
             ]
         );

@@ -138,6 +138,59 @@ impl ApiError {
         }
     }
 
+    /// 422 on something that is not a stored kind (`Scale.autoscaling`,
+    /// `PatchOptions.meta.k8s.io`): `<label> "<name>" is invalid: …`.
+    pub fn invalid_other(label: &str, name: &str, errors: &[FieldError]) -> Self {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let message = format!("{label} {name:?} is invalid: {}", list.join(", "));
+        Self {
+            details: Some(Box::new(StatusDetails {
+                name: Some(name.to_owned()).filter(|n| !n.is_empty()),
+                causes: Some(causes(errors)).filter(|c| !c.is_empty()),
+                ..Default::default()
+            })),
+            ..Self::new(422, "Invalid", message)
+        }
+    }
+
+    /// 409 from server-side apply: fields owned by other managers would change
+    /// (causes `FieldManagerConflict` with the field paths); 422 for an invalid apply.
+    pub fn apply_conflict(
+        kind: &ResourceKind,
+        name: &str,
+        error: &skiff_api::managed::Error,
+    ) -> Self {
+        match error {
+            skiff_api::managed::Error::Conflict(conflicts) => {
+                let causes = conflicts
+                    .iter()
+                    .map(|c| StatusCause {
+                        reason: Some("FieldManagerConflict".to_owned()),
+                        message: Some(c.message()),
+                        field: Some(c.field.clone()),
+                    })
+                    .collect();
+                Self {
+                    details: details(kind, name, causes),
+                    ..Self::new(409, "Conflict", error.to_string())
+                }
+            }
+            skiff_api::managed::Error::Invalid { .. } => Self {
+                details: details(kind, name, Vec::new()),
+                ..Self::new(
+                    422,
+                    "Invalid",
+                    format!("{} {name:?} is invalid: {error}", kind.kind),
+                )
+            },
+        }
+    }
+
+    /// 403: the request is refused (e.g. new objects in a terminating namespace).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
     /// 400: the request is malformed.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)

@@ -1,24 +1,40 @@
 //! The Kubernetes-shaped REST API over the store.
 //!
 //! - `error`: [`ApiError`], the one place failures become `meta/v1 Status`.
-//! - `registry`: [`Registry`], objects on the store with Kubernetes' metadata and
-//!   resourceVersion rules.
-//! - `request`: routing of Kubernetes paths; `discovery`: discovery documents.
-//! - `server`: the hyper server and handlers ([`serve`]).
+//! - `registry`: [`Registry`], objects on the store with Kubernetes' metadata,
+//!   resourceVersion, graceful-deletion and finalizer rules.
+//! - `strategy`: what a write through the main resource or `/status` may change.
+//! - `managed`: `metadata.managedFields` on every write.
+//! - `request`: routing of Kubernetes paths; `discovery`, `openapi`: discovery and
+//!   OpenAPI documents.
+//! - `objects`: handlers for objects and their subresources; `watch`: WATCH streams;
+//!   `protobuf`: the protobuf bodies typed `kubectl create` sends.
 //! - [`table`]: `meta/v1 Table` rendering with kubectl's columns.
+//! - `metrics`: `/metrics`.
+//! - `server`: the hyper server ([`serve`]).
 
 mod discovery;
 mod error;
+mod managed;
+mod metrics;
+mod objects;
+mod openapi;
+mod protobuf;
 mod registry;
 mod request;
 mod server;
+mod strategy;
 pub mod table;
+mod watch;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::ApiError;
+pub use objects::MAX_BODY_BYTES;
 pub use registry::{
-    ListOptions, ListPage, Registry, field_value, kind_prefix, list_prefix, object_key,
+    DeleteOptions, Deleted, ListOptions, ListPage, Registry, Writer, Written, field_value,
+    kind_prefix, list_prefix, object_key,
 };
-pub use server::{MAX_BODY_BYTES, handle, serve};
+pub use server::{Context, handle, serve};
+pub use strategy::Part;

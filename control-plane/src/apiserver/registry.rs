@@ -10,9 +10,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use skiff_api::codec::FieldValidation;
 use skiff_api::meta::{Time, jiff};
-use skiff_api::{Object, ResourceKind, Selector};
+use skiff_api::{FieldError, FieldPath, Object, ResourceKind, Selector};
 
 use super::error::ApiError;
+use super::managed;
+use super::metrics::StoreLatency;
+use super::strategy::{self, Part};
 use crate::store::{Consistency, KeyValue, Precondition, Store, TxnOutcome};
 
 /// The store key prefix of a kind: `/registry/<group>/<resource>/`.
@@ -40,17 +43,24 @@ pub fn object_key(kind: &ResourceKind, namespace: Option<&str>, name: &str) -> S
 
 /// A decoded stored object with its revision filled in.
 fn decode_stored(kind: &'static ResourceKind, kv: KeyValue) -> Result<Object, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(&kv.value).map_err(|e| {
+    let mut value: serde_json::Value = serde_json::from_slice(&kv.value).map_err(|e| {
         ApiError::internal(format!(
             "stored {} {} is not JSON: {e}",
             kind.plural, kv.key
         ))
     })?;
-    let mut object = Object::decode(kind, value, FieldValidation::Ignore)
-        .map_err(|e| ApiError::internal(format!("stored object {} does not decode: {e}", kv.key)))?
-        .object;
-    object.metadata_mut().resource_version = Some(kv.mod_revision.to_string());
-    Ok(object)
+    value["metadata"]["resourceVersion"] = serde_json::Value::String(kv.mod_revision.to_string());
+    decode_value(kind, value)
+}
+
+/// Decodes a stored object (as JSON, resourceVersion included).
+pub(super) fn decode_value(
+    kind: &'static ResourceKind,
+    value: serde_json::Value,
+) -> Result<Object, ApiError> {
+    Object::decode(kind, value, FieldValidation::Ignore)
+        .map(|decoded| decoded.object)
+        .map_err(|e| ApiError::internal(format!("a stored {} does not decode: {e}", kind.kind)))
 }
 
 /// Encodes an object for storage, without its resourceVersion.
@@ -77,11 +87,23 @@ fn generated_name(prefix: &str) -> String {
 
 /// The current time at second precision, as Kubernetes stores timestamps.
 fn now() -> Time {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+    now_plus(0)
+}
+
+/// The current time plus `seconds_to_add`, at second precision.
+fn now_plus(seconds_to_add: i64) -> Time {
+    let seconds = now_timestamp().as_second().saturating_add(seconds_to_add);
     Time(jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+}
+
+/// The current time (k8s-openapi's jiff is built without its clock).
+pub(super) fn now_timestamp() -> jiff::Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+    let nanos = i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0);
+    jiff::Timestamp::new(seconds, nanos).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 /// A page of a list, and where to continue.
@@ -115,16 +137,79 @@ pub struct ListOptions {
     pub continue_token: Option<String>,
 }
 
+/// Who writes, and through which endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct Writer<'a> {
+    /// The field manager recorded in `metadata.managedFields` (empty: none recorded).
+    pub manager: &'a str,
+    /// The main resource or `/status`.
+    pub part: Part,
+    /// Server-side apply: the change already carries its managedFields, and a missing
+    /// object is created.
+    pub apply: bool,
+}
+
+impl<'a> Writer<'a> {
+    /// A plain write through the main resource by `manager`.
+    pub fn main(manager: &'a str) -> Self {
+        Self {
+            manager,
+            part: Part::Main,
+            apply: false,
+        }
+    }
+}
+
+/// The outcome of [`Registry::write`].
+#[derive(Debug)]
+pub struct Written {
+    /// The object as stored.
+    pub object: Object,
+    /// Whether the write created it (server-side apply of a new object).
+    pub created: bool,
+}
+
+/// How many times a write re-reads and retries after losing a race with another
+/// writer, when the client did not pin a resourceVersion.
+const WRITE_ATTEMPTS: usize = 16;
+
+/// How a deletion proceeds (`DeleteOptions`).
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `gracePeriodSeconds`; `None` for the object's default.
+    pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`: `Orphan`, `Background` or `Foreground`.
+    pub propagation_policy: Option<String>,
+}
+
+/// What a deletion did.
+#[derive(Debug)]
+pub enum Deleted {
+    /// The object is gone; this was its last state.
+    Gone(Object),
+    /// The object is being deleted gracefully or waits for finalizers; this is its
+    /// state with `deletionTimestamp` set.
+    Pending(Object),
+}
+
 /// Object storage for the API server.
 #[derive(Clone)]
 pub struct Registry {
     store: Store,
+    latency: StoreLatency,
 }
 
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            latency: StoreLatency::default(),
+        }
     }
 
     /// The store underneath.
@@ -132,41 +217,34 @@ impl Registry {
         &self.store
     }
 
+    /// The latencies of the store calls this registry made.
+    pub fn store_latency(&self) -> &StoreLatency {
+        &self.latency
+    }
+
+    /// Runs one store call, recording its latency under `operation`.
+    async fn timed<T>(&self, operation: &'static str, call: impl Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        self.latency.observe(operation, started.elapsed());
+        result
+    }
+
     /// Creates an object: fills in name (from generateName), uid, creationTimestamp and
-    /// generation, applies defaults, validates, and stores it if the name is free.
+    /// generation, resets the status, applies defaults, validates, records `manager`'s
+    /// fields, and stores it if the name is free.
     pub async fn create(
         &self,
-        mut object: Object,
+        object: Object,
         namespace: Option<&str>,
+        manager: &str,
     ) -> Result<Object, ApiError> {
-        let kind = object.kind();
-        let metadata = object.metadata_mut();
-        if kind.namespaced {
-            metadata.namespace = namespace.map(str::to_owned);
-        }
-        if metadata.name.as_deref().unwrap_or_default().is_empty()
-            && let Some(prefix) = metadata.generate_name.as_deref().filter(|p| !p.is_empty())
-        {
-            metadata.name = Some(generated_name(prefix));
-        }
-        metadata.uid = Some(uuid::Uuid::new_v4().to_string());
-        metadata.creation_timestamp = Some(now());
-        metadata.resource_version = None;
-        metadata.generation = Some(1);
-        metadata.deletion_timestamp = None;
-        object.apply_defaults();
-        let name = object.name().to_owned();
-        let errors = object.validate();
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(kind, &name, &errors));
-        }
-        let key = object_key(kind, object.namespace(), &name);
-        match self.store.create(&key, encode_stored(&object)).await? {
-            TxnOutcome::Committed { revision, .. } => {
-                object.metadata_mut().resource_version = Some(revision.to_string());
-                Ok(object)
+        let (object, key, value) = prepare_create(object, namespace, manager, false)?;
+        match self.timed("create", self.store.create(&key, value)).await? {
+            TxnOutcome::Committed { revision, .. } => Ok(with_revision(object, revision)),
+            TxnOutcome::Failed { .. } => {
+                Err(ApiError::already_exists(object.kind(), object.name()))
             }
-            TxnOutcome::Failed { .. } => Err(ApiError::already_exists(kind, &name)),
         }
     }
 
@@ -177,14 +255,28 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Object, ApiError> {
+        self.get_stored(kind, namespace, name)
+            .await?
+            .map(|(object, _)| object)
+            .ok_or_else(|| ApiError::not_found(kind, name))
+    }
+
+    /// Reads one object and its revision, if it exists.
+    async fn get_stored(
+        &self,
+        kind: &'static ResourceKind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<(Object, u64)>, ApiError> {
+        let key = object_key(kind, namespace, name);
         let (kv, _) = self
-            .store
-            .get(
-                &object_key(kind, namespace, name),
-                Consistency::Linearizable,
-            )
+            .timed("get", self.store.get(&key, Consistency::Linearizable))
             .await?;
-        decode_stored(kind, kv.ok_or_else(|| ApiError::not_found(kind, name))?)
+        kv.map(|kv| {
+            let revision = kv.mod_revision;
+            decode_stored(kind, kv).map(|object| (object, revision))
+        })
+        .transpose()
     }
 
     /// Lists objects of a kind (in one namespace, or all), filtered by selectors,
@@ -208,20 +300,18 @@ impl Registry {
             } else {
                 options.limit - items.len()
             };
-            let page = self
-                .store
-                .range(
-                    &prefix,
-                    start_after.as_deref(),
-                    wanted,
-                    Consistency::Linearizable,
-                )
-                .await?;
+            let range = self.store.range(
+                &prefix,
+                start_after.as_deref(),
+                wanted,
+                Consistency::Linearizable,
+            );
+            let page = self.timed("list", range).await?;
             revision.get_or_insert(page.revision);
             let last_key = page.kvs.last().map(|kv| kv.key.clone());
             for kv in page.kvs {
                 let object = decode_stored(kind, kv)?;
-                if matches_options(&object, options) {
+                if options.matches(&object.to_value()) {
                     items.push(object);
                 }
             }
@@ -240,115 +330,406 @@ impl Registry {
         }
     }
 
-    /// Replaces an object. With `resourceVersion` set in `object`, only if it is still
-    /// current (409 otherwise); without, unconditionally. Server-owned metadata (uid,
-    /// creationTimestamp) is kept; generation advances when the spec changes.
+    /// Replaces an object with `object` (PUT). With `resourceVersion` set, only if it is
+    /// still current (409 otherwise); without, unconditionally.
     pub async fn update(
         &self,
-        mut object: Object,
+        object: Object,
         namespace: Option<&str>,
         name: &str,
+        writer: Writer<'_>,
     ) -> Result<Object, ApiError> {
         let kind = object.kind();
+        let written = self
+            .write(kind, namespace, name, writer, |_| Ok(object.clone()))
+            .await?;
+        Ok(written.object)
+    }
+
+    /// Changes an object as kube-apiserver's `GuaranteedUpdate` does: reads it, lets
+    /// `change` compute the new state from the current one (`None` if missing, only
+    /// with `writer.apply`), keeps server-owned metadata, the status or spec per
+    /// `writer.part`, defaults, advances `generation` on spec changes, validates, records
+    /// managed fields, and compare-and-swaps on the revision read. A `resourceVersion`
+    /// in the new state that is not the current one is a 409; losing a race without one
+    /// re-reads and retries. A write that changes nothing stores nothing. Removing the
+    /// last finalizer of an object being deleted deletes it.
+    pub async fn write<F>(
+        &self,
+        kind: &'static ResourceKind,
+        namespace: Option<&str>,
+        name: &str,
+        writer: Writer<'_>,
+        mut change: F,
+    ) -> Result<Written, ApiError>
+    where
+        F: FnMut(Option<&Object>) -> Result<Object, ApiError>,
+    {
         let key = object_key(kind, namespace, name);
-        let (current, _) = self.store.get(&key, Consistency::Linearizable).await?;
-        let current = current.ok_or_else(|| ApiError::not_found(kind, name))?;
-        let current_revision = current.mod_revision;
-        let old = decode_stored(kind, current)?;
-        let expected =
-            match object
+        for _ in 0..WRITE_ATTEMPTS {
+            let (current, _) = self
+                .timed("get", self.store.get(&key, Consistency::Linearizable))
+                .await?;
+            let Some(current) = current else {
+                if !writer.apply {
+                    return Err(ApiError::not_found(kind, name));
+                }
+                let mut object = change(None)?;
+                object.metadata_mut().name = Some(name.to_owned());
+                let (object, key, value) = prepare_create(object, namespace, writer.manager, true)?;
+                match self.timed("create", self.store.create(&key, value)).await? {
+                    TxnOutcome::Committed { revision, .. } => {
+                        return Ok(Written {
+                            object: with_revision(object, revision),
+                            created: true,
+                        });
+                    }
+                    // Created meanwhile: apply to it instead.
+                    TxnOutcome::Failed { .. } => continue,
+                }
+            };
+            let current_revision = current.mod_revision;
+            let stored_bytes = current.value.clone();
+            let old = decode_stored(kind, current)?;
+            let new = change(Some(&old))?;
+            if new.kind() != kind {
+                return Err(ApiError::bad_request(format!(
+                    "the kind of the object ({}) does not match the kind of the request ({})",
+                    new.kind().kind,
+                    kind.kind
+                )));
+            }
+            let pinned = new
                 .metadata()
                 .resource_version
                 .as_deref()
                 .filter(|rv| !rv.is_empty())
-            {
-                Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
-                })?),
-                None => None,
+                .map(|rv| {
+                    rv.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                    })
+                })
+                .transpose()?;
+            if pinned.is_some_and(|rv| rv != current_revision) {
+                return Err(ApiError::conflict(kind, name));
+            }
+            let object = prepare_update(&old, new, namespace, name, writer)?;
+            let value = encode_stored(&object);
+            if value == stored_bytes.as_slice() {
+                return Ok(Written {
+                    object: old,
+                    created: false,
+                });
+            }
+            let finalized = object.metadata().deletion_timestamp.is_some()
+                && object
+                    .metadata()
+                    .finalizers
+                    .as_ref()
+                    .is_none_or(Vec::is_empty)
+                && !is_graceful_pending(&object);
+            let outcome = if finalized {
+                self.timed("delete", self.store.delete(&key, Some(current_revision)))
+                    .await?
+            } else {
+                let update = self.store.update(&key, value, Some(current_revision));
+                self.timed("update", update).await?
             };
-        if expected.is_some_and(|rv| rv != current_revision) {
-            return Err(ApiError::conflict(kind, name));
-        }
-        {
-            let old_meta = old.metadata();
-            let metadata = object.metadata_mut();
-            if kind.namespaced {
-                metadata.namespace = namespace.map(str::to_owned);
+            match outcome {
+                TxnOutcome::Committed { revision, .. } => {
+                    return Ok(Written {
+                        object: with_revision(object, revision),
+                        created: false,
+                    });
+                }
+                TxnOutcome::Failed { .. } if pinned.is_some() => {
+                    return Err(ApiError::conflict(kind, name));
+                }
+                // Lost a race: read again.
+                TxnOutcome::Failed { .. } => {}
             }
-            metadata.uid.clone_from(&old_meta.uid);
-            metadata
-                .creation_timestamp
-                .clone_from(&old_meta.creation_timestamp);
-            metadata
-                .deletion_timestamp
-                .clone_from(&old_meta.deletion_timestamp);
-            metadata.generation = old_meta.generation;
         }
-        object.apply_defaults();
-        if spec_of(&object) != spec_of(&old) {
-            let metadata = object.metadata_mut();
-            metadata.generation = Some(metadata.generation.unwrap_or(0) + 1);
-        }
-        let errors = object.validate_update(&old);
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(kind, name, &errors));
-        }
-        match self
-            .store
-            .update(&key, encode_stored(&object), Some(current_revision))
-            .await?
-        {
-            TxnOutcome::Committed { revision, .. } => {
-                object.metadata_mut().resource_version = Some(revision.to_string());
-                Ok(object)
-            }
-            TxnOutcome::Failed {
-                precondition: Precondition::NotFound,
-                ..
-            } => Err(ApiError::not_found(kind, name)),
-            TxnOutcome::Failed { .. } => Err(ApiError::conflict(kind, name)),
-        }
+        Err(ApiError::conflict(kind, name))
     }
 
-    /// Deletes an object, optionally only if its uid and/or resourceVersion match;
-    /// returns its last state.
+    /// Deletes an object as Kubernetes does: checks the preconditions; a pod on a node
+    /// with a grace period, or an object with finalizers (including the one the
+    /// propagation policy asks for), is marked with `deletionTimestamp` and stays until
+    /// its node or finalizers let it go; anything else is removed now.
     pub async fn delete(
         &self,
         kind: &'static ResourceKind,
         namespace: Option<&str>,
         name: &str,
-        precondition_uid: Option<&str>,
-        precondition_rv: Option<&str>,
-    ) -> Result<Object, ApiError> {
+        options: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
         let key = object_key(kind, namespace, name);
-        let (current, _) = self.store.get(&key, Consistency::Linearizable).await?;
-        let current = current.ok_or_else(|| ApiError::not_found(kind, name))?;
-        let revision = current.mod_revision;
-        let object = decode_stored(kind, current)?;
-        if let Some(uid) = precondition_uid.filter(|u| object.metadata().uid.as_deref() != Some(*u))
-        {
-            let why = format!(
-                "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
-                object.metadata().uid.as_deref().unwrap_or_default()
-            );
-            return Err(ApiError::conflict_with(kind, name, &why));
+        for _ in 0..WRITE_ATTEMPTS {
+            let (current, _) = self
+                .timed("get", self.store.get(&key, Consistency::Linearizable))
+                .await?;
+            let current = current.ok_or_else(|| ApiError::not_found(kind, name))?;
+            let revision = current.mod_revision;
+            let mut object = decode_stored(kind, current)?;
+            check_preconditions(&object, revision, options)?;
+            let metadata = object.metadata_mut();
+            let mut finalizers = metadata.finalizers.clone().unwrap_or_default();
+            let policy_finalizer = match options.propagation_policy.as_deref() {
+                Some("Foreground") => Some("foregroundDeletion"),
+                Some("Orphan") => Some("orphan"),
+                Some("Background") | None => None,
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        kind,
+                        name,
+                        &[FieldError::not_supported(
+                            &FieldPath::new("propagationPolicy"),
+                            other,
+                            &["Foreground", "Background", "Orphan"],
+                        )],
+                    ));
+                }
+            };
+            // The policy's finalizer matters only for objects with dependents; Kubernetes
+            // adds it to every object and its garbage collector removes it.
+            if let Some(finalizer) = policy_finalizer
+                && !finalizers.iter().any(|f| f == finalizer)
+            {
+                finalizers.push(finalizer.to_owned());
+            }
+            let grace = match &object {
+                Object::Pod(pod) => pod_grace(pod, options.grace_period_seconds),
+                _ => 0,
+            };
+            let metadata = object.metadata_mut();
+            let already = metadata.deletion_timestamp.is_some();
+            if finalizers.is_empty() && grace == 0 {
+                match self
+                    .timed("delete", self.store.delete(&key, Some(revision)))
+                    .await?
+                {
+                    TxnOutcome::Committed { revision, .. } => {
+                        return Ok(Deleted::Gone(with_revision(object, revision)));
+                    }
+                    TxnOutcome::Failed {
+                        precondition: Precondition::NotFound,
+                        ..
+                    } => return Err(ApiError::not_found(kind, name)),
+                    TxnOutcome::Failed { .. } => continue,
+                }
+            }
+            if already && metadata.finalizers.as_ref() == Some(&finalizers) {
+                // A second delete only shortens a pod's grace period.
+                let shorter = metadata
+                    .deletion_grace_period_seconds
+                    .is_some_and(|current| grace < current);
+                if !shorter {
+                    return Ok(Deleted::Pending(with_revision(object, revision)));
+                }
+            }
+            if !already || grace < metadata.deletion_grace_period_seconds.unwrap_or(0) {
+                metadata.deletion_timestamp = Some(now_plus(grace));
+                metadata.deletion_grace_period_seconds = Some(grace);
+            }
+            metadata.finalizers = Some(finalizers).filter(|f| !f.is_empty());
+            let update = self
+                .store
+                .update(&key, encode_stored(&object), Some(revision));
+            match self.timed("update", update).await? {
+                TxnOutcome::Committed { revision, .. } => {
+                    return Ok(Deleted::Pending(with_revision(object, revision)));
+                }
+                TxnOutcome::Failed {
+                    precondition: Precondition::NotFound,
+                    ..
+                } => return Err(ApiError::not_found(kind, name)),
+                TxnOutcome::Failed { .. } => {}
+            }
         }
-        if let Some(rv) = precondition_rv.filter(|rv| *rv != revision.to_string()) {
-            let why = format!(
-                "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({revision}). The object might have been modified"
-            );
-            return Err(ApiError::conflict_with(kind, name, &why));
+        Err(ApiError::conflict(kind, name))
+    }
+}
+
+/// The grace period of a pod's deletion: none for a pod no node runs (nothing to stop),
+/// else the request's, else the pod's `terminationGracePeriodSeconds` (default 30).
+fn pod_grace(pod: &skiff_api::types::Pod, requested: Option<i64>) -> i64 {
+    let spec = pod.spec.as_ref();
+    let on_node = spec
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    if !on_node || finished {
+        return 0;
+    }
+    requested
+        .or_else(|| spec.and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30)
+        .max(0)
+}
+
+/// A pod being deleted gracefully stays until its node removes it (a zero-grace delete).
+fn is_graceful_pending(object: &Object) -> bool {
+    matches!(object, Object::Pod(_))
+        && object
+            .metadata()
+            .deletion_grace_period_seconds
+            .is_some_and(|g| g > 0)
+}
+
+fn check_preconditions(
+    object: &Object,
+    revision: u64,
+    options: &DeleteOptions,
+) -> Result<(), ApiError> {
+    let (kind, name) = (object.kind(), object.name());
+    let uid = object.metadata().uid.as_deref().unwrap_or_default();
+    if let Some(wanted) = options.uid.as_deref().filter(|u| *u != uid) {
+        let why = format!(
+            "the UID in the precondition ({wanted}) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+        );
+        return Err(ApiError::conflict_with(kind, name, &why));
+    }
+    if let Some(wanted) = options
+        .resource_version
+        .as_deref()
+        .filter(|rv| *rv != revision.to_string())
+    {
+        let why = format!(
+            "the ResourceVersion in the precondition ({wanted}) does not match the ResourceVersion in record ({revision}). The object might have been modified"
+        );
+        return Err(ApiError::conflict_with(kind, name, &why));
+    }
+    Ok(())
+}
+
+fn with_revision(mut object: Object, revision: u64) -> Object {
+    object.metadata_mut().resource_version = Some(revision.to_string());
+    object
+}
+
+/// Everything a create does before the store write: the object, its key and bytes.
+fn prepare_create(
+    mut object: Object,
+    namespace: Option<&str>,
+    manager: &str,
+    applied: bool,
+) -> Result<(Object, String, Vec<u8>), ApiError> {
+    let kind = object.kind();
+    let metadata = object.metadata_mut();
+    if kind.namespaced {
+        metadata.namespace = namespace.map(str::to_owned);
+    } else {
+        metadata.namespace = None;
+    }
+    if metadata.name.as_deref().unwrap_or_default().is_empty()
+        && let Some(prefix) = metadata.generate_name.as_deref().filter(|p| !p.is_empty())
+    {
+        metadata.name = Some(generated_name(prefix));
+    }
+    metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+    metadata.creation_timestamp = Some(now());
+    metadata.resource_version = None;
+    metadata.generation = Some(1);
+    metadata.deletion_timestamp = None;
+    metadata.deletion_grace_period_seconds = None;
+    strategy::reset_status_for_create(&mut object);
+    object.apply_defaults();
+    let name = object.name().to_owned();
+    let errors = object.validate();
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(kind, &name, &errors));
+    }
+    if !applied {
+        managed::record(None, &mut object, manager, None);
+    }
+    let key = object_key(kind, object.namespace(), &name);
+    let value = encode_stored(&object);
+    Ok((object, key, value))
+}
+
+/// Everything an update does to the new state before the store write.
+fn prepare_update(
+    old: &Object,
+    new: Object,
+    namespace: Option<&str>,
+    name: &str,
+    writer: Writer<'_>,
+) -> Result<Object, ApiError> {
+    let kind = old.kind();
+    let mut object = if strategy::has_status(old) {
+        strategy::merge_part(writer.part, old, new)
+    } else {
+        new
+    };
+    if object.name() != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            object.name()
+        )));
+    }
+    {
+        let old_meta = old.metadata();
+        let metadata = object.metadata_mut();
+        if kind.namespaced {
+            metadata.namespace = namespace.map(str::to_owned);
         }
-        match self.store.delete(&key, Some(revision)).await? {
-            TxnOutcome::Committed { .. } => Ok(object),
-            TxnOutcome::Failed {
-                precondition: Precondition::NotFound,
-                ..
-            } => Err(ApiError::not_found(kind, name)),
-            TxnOutcome::Failed { .. } => Err(ApiError::conflict(kind, name)),
+        metadata.name = Some(name.to_owned());
+        metadata.uid.clone_from(&old_meta.uid);
+        metadata
+            .creation_timestamp
+            .clone_from(&old_meta.creation_timestamp);
+        metadata
+            .deletion_timestamp
+            .clone_from(&old_meta.deletion_timestamp);
+        metadata
+            .deletion_grace_period_seconds
+            .clone_from(&old_meta.deletion_grace_period_seconds);
+        metadata.generation = old_meta.generation;
+        metadata
+            .resource_version
+            .clone_from(&old_meta.resource_version);
+        if old_meta.deletion_timestamp.is_some() {
+            // Kubernetes refuses new finalizers on an object being deleted.
+            let old_finalizers = old_meta.finalizers.clone().unwrap_or_default();
+            let added = metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| !old_finalizers.contains(f));
+            if added {
+                return Err(ApiError::invalid(
+                    kind,
+                    name,
+                    &[FieldError::forbidden(
+                        &FieldPath::new("metadata").child("finalizers"),
+                        "no new finalizers can be added if the object is being deleted",
+                    )],
+                ));
+            }
         }
     }
+    object.apply_defaults();
+    if spec_of(&object) != spec_of(old) {
+        let metadata = object.metadata_mut();
+        metadata.generation = Some(metadata.generation.unwrap_or(0) + 1);
+    }
+    let errors = object.validate_update(old);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(kind, name, &errors));
+    }
+    if !writer.apply {
+        managed::record(
+            Some(old),
+            &mut object,
+            writer.manager,
+            writer.part.subresource(),
+        );
+    }
+    Ok(object)
 }
 
 /// The `spec` part of an object (or everything but metadata/status for kinds without
@@ -378,38 +759,91 @@ fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
     serde_json::from_slice(&bytes).map_err(|_| ApiError::bad_request("continue key is not valid"))
 }
 
-/// Label and field selector filtering.
-fn matches_options(object: &Object, options: &ListOptions) -> bool {
-    let metadata = object.metadata();
-    if let Some(selector) = &options.labels {
-        let labels = metadata.labels.clone().unwrap_or_default();
-        if !selector.matches(&labels) {
-            return false;
-        }
+/// The fields a field selector may name for `kind`, as Kubernetes supports them.
+pub fn supported_field(kind: &ResourceKind, field: &str) -> bool {
+    if matches!(field, "metadata.name" | "metadata.namespace") {
+        return true;
     }
-    options.fields.iter().all(|(field, value, equal)| {
-        let actual = field_value(object, field);
-        (actual.as_deref() == Some(value.as_str())) == *equal
-    })
+    let fields: &[&str] = match kind.kind {
+        "Pod" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        "Event" => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        "Namespace" => &["status.phase"],
+        "Node" => &["spec.unschedulable"],
+        "Service" => &["spec.clusterIP", "spec.type"],
+        "ReplicaSet" => &["status.replicas"],
+        _ => &[],
+    };
+    fields.contains(&field)
 }
 
-/// The fields a field selector may name (Kubernetes' supported set for our kinds).
-pub fn field_value(object: &Object, field: &str) -> Option<String> {
-    let metadata = object.metadata();
-    match field {
-        "metadata.name" => metadata.name.clone(),
-        "metadata.namespace" => Some(metadata.namespace.clone().unwrap_or_default()),
-        _ => {
-            let value = object.to_value();
-            let mut current = &value;
-            for part in field.split('.') {
-                current = current.get(part)?;
-            }
-            match current {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Null => Some(String::new()),
-                other => Some(other.to_string()),
+/// The value of a selectable field of an object (as JSON), as Kubernetes renders it
+/// for field selectors: missing strings are empty, booleans `true`/`false`.
+pub fn field_value(object: &serde_json::Value, field: &str) -> String {
+    let path = match field {
+        // `source` selects `source.component`.
+        "source" => "source.component",
+        other => other,
+    };
+    let mut current = object;
+    for part in path.split('.') {
+        match current.get(part) {
+            Some(next) => current = next,
+            None => {
+                return match field {
+                    "spec.hostNetwork" | "spec.unschedulable" => "false".to_owned(),
+                    "status.replicas" => "0".to_owned(),
+                    _ => String::new(),
+                };
             }
         }
+    }
+    match current {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+impl ListOptions {
+    /// Whether an object (as JSON) passes the label and field selectors.
+    pub fn matches(&self, object: &serde_json::Value) -> bool {
+        if let Some(selector) = &self.labels {
+            let labels: std::collections::BTreeMap<String, String> = object["metadata"]
+                .get("labels")
+                .and_then(serde_json::Value::as_object)
+                .map(|map| {
+                    map.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !selector.matches(&labels) {
+                return false;
+            }
+        }
+        self.fields
+            .iter()
+            .all(|(field, value, equal)| (field_value(object, field) == *value) == *equal)
     }
 }

@@ -11,6 +11,19 @@ pub enum Route {
     Version,
     /// `/healthz`, `/readyz`, `/livez` (and their `/…/` sub-checks).
     Health,
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
+    /// `/openapi/v2`: not served (kubectl falls back to its built-in types).
+    OpenApiV2,
+    /// `/openapi/v3`: the index of group versions.
+    OpenApiV3,
+    /// `/openapi/v3/api/v1`, `/openapi/v3/apis/{group}/{version}`.
+    OpenApiV3GroupVersion {
+        /// The group (empty for core).
+        group: String,
+        /// The version.
+        version: String,
+    },
     /// `/api`: the legacy core group's versions.
     CoreVersions,
     /// `/apis`: the named groups.
@@ -49,6 +62,17 @@ pub fn route(path: &str) -> Option<Route> {
     match segments.as_slice() {
         ["version"] => Some(Route::Version),
         ["healthz" | "readyz" | "livez", ..] => Some(Route::Health),
+        ["metrics"] => Some(Route::Metrics),
+        ["openapi", "v2"] => Some(Route::OpenApiV2),
+        ["openapi", "v3"] => Some(Route::OpenApiV3),
+        ["openapi", "v3", "api", version] => Some(Route::OpenApiV3GroupVersion {
+            group: String::new(),
+            version: (*version).to_owned(),
+        }),
+        ["openapi", "v3", "apis", group, version] => Some(Route::OpenApiV3GroupVersion {
+            group: (*group).to_owned(),
+            version: (*version).to_owned(),
+        }),
         ["api"] => Some(Route::CoreVersions),
         ["apis"] => Some(Route::Groups),
         ["api", version] => Some(Route::GroupVersion {

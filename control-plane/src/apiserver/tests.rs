@@ -46,7 +46,7 @@ fn pod(name: &str, labels: serde_json::Value) -> Object {
 #[tokio::test]
 async fn create_fills_server_metadata_and_defaults() {
     let (_dir, registry) = registry().await;
-    let created = registry.create(object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})), Some("default")).await.unwrap();
+    let created = registry.create(object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})), Some("default"), "test").await.unwrap();
     let metadata = created.metadata();
     let name = metadata.name.clone().unwrap();
     assert!(name.starts_with("web-") && name.len() == 9, "{name}");
@@ -69,7 +69,7 @@ async fn create_fills_server_metadata_and_defaults() {
     );
 
     let again = registry
-        .create(pod(&name, json!({})), Some("default"))
+        .create(pod(&name, json!({})), Some("default"), "test")
         .await
         .unwrap_err();
     assert_eq!((again.code, again.reason), (409, "AlreadyExists"));
@@ -85,6 +85,7 @@ async fn create_fills_server_metadata_and_defaults() {
         .create(
             object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})),
             Some("ignored"),
+            "test",
         )
         .await
         .unwrap();
@@ -99,7 +100,7 @@ async fn create_fills_server_metadata_and_defaults() {
 #[tokio::test]
 async fn invalid_objects_are_refused_with_causes() {
     let (_dir, registry) = registry().await;
-    let error = registry.create(object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad"}, "spec": {"containers": [{"name": "c"}]}})), Some("default")).await.unwrap_err();
+    let error = registry.create(object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad"}, "spec": {"containers": [{"name": "c"}]}})), Some("default"), "test").await.unwrap_err();
     assert_eq!((error.code, error.reason), (422, "Invalid"));
     let causes = error.details.unwrap().causes.unwrap();
     let fields: Vec<&str> = causes.iter().filter_map(|c| c.field.as_deref()).collect();
@@ -120,12 +121,16 @@ async fn list_filters_by_labels_and_fields_and_pages() {
     let (_dir, registry) = registry().await;
     for (idx, tier) in ["fe", "be", "fe", "fe", "be"].iter().enumerate() {
         registry
-            .create(pod(&format!("p{idx}"), json!({"tier": tier})), Some("a"))
+            .create(
+                pod(&format!("p{idx}"), json!({"tier": tier})),
+                Some("a"),
+                "test",
+            )
             .await
             .unwrap();
     }
     registry
-        .create(pod("other", json!({"tier": "fe"})), Some("b"))
+        .create(pod("other", json!({"tier": "fe"})), Some("b"), "test")
         .await
         .unwrap();
     let names = |page: &ListPage| {
@@ -197,14 +202,17 @@ async fn updates_compare_and_swap_on_resource_version() {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}
     }));
-    let created = registry.create(deployment, Some("default")).await.unwrap();
+    let created = registry
+        .create(deployment, Some("default"), "test")
+        .await
+        .unwrap();
     let created_rv = created.metadata().resource_version.clone().unwrap();
 
     // A label change does not advance the generation; a spec change does.
     let mut relabelled = created.clone();
     relabelled.metadata_mut().labels = Some([("team".to_owned(), "shop".to_owned())].into());
     let relabelled = registry
-        .update(relabelled, Some("default"), "web")
+        .update(relabelled, Some("default"), "web", Writer::main("test"))
         .await
         .unwrap();
     assert_eq!(relabelled.metadata().generation, Some(1));
@@ -220,7 +228,7 @@ async fn updates_compare_and_swap_on_resource_version() {
     };
     d.spec.as_mut().unwrap().replicas = Some(3);
     let scaled = registry
-        .update(scaled, Some("default"), "web")
+        .update(scaled, Some("default"), "web", Writer::main("test"))
         .await
         .unwrap();
     assert_eq!(scaled.metadata().generation, Some(2));
@@ -229,7 +237,7 @@ async fn updates_compare_and_swap_on_resource_version() {
     let mut stale = created.clone();
     stale.metadata_mut().resource_version = Some(created_rv);
     let conflict = registry
-        .update(stale, Some("default"), "web")
+        .update(stale, Some("default"), "web", Writer::main("test"))
         .await
         .unwrap_err();
     assert_eq!((conflict.code, conflict.reason), (409, "Conflict"));
@@ -250,7 +258,7 @@ async fn updates_compare_and_swap_on_resource_version() {
         .unwrap()
         .labels = Some([("app".to_owned(), "db".to_owned())].into());
     let invalid = registry
-        .update(reselected, Some("default"), "web")
+        .update(reselected, Some("default"), "web", Writer::main("test"))
         .await
         .unwrap_err();
     assert_eq!(invalid.code, 422, "{}", invalid.message);
@@ -270,12 +278,20 @@ async fn updates_compare_and_swap_on_resource_version() {
 async fn delete_honours_preconditions() {
     let (_dir, registry) = registry().await;
     let created = registry
-        .create(pod("p", json!({})), Some("default"))
+        .create(pod("p", json!({})), Some("default"), "test")
         .await
         .unwrap();
     let uid = created.metadata().uid.clone().unwrap();
     let wrong_uid = registry
-        .delete(&POD, Some("default"), "p", Some("other-uid"), None)
+        .delete(
+            &POD,
+            Some("default"),
+            "p",
+            &DeleteOptions {
+                uid: Some("other-uid".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(wrong_uid.code, 409);
@@ -287,7 +303,15 @@ async fn delete_honours_preconditions() {
         wrong_uid.message
     );
     let wrong_rv = registry
-        .delete(&POD, Some("default"), "p", None, Some("999"))
+        .delete(
+            &POD,
+            Some("default"),
+            "p",
+            &DeleteOptions {
+                resource_version: Some("999".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(wrong_rv.code, 409);
@@ -296,11 +320,17 @@ async fn delete_honours_preconditions() {
             &POD,
             Some("default"),
             "p",
-            Some(&uid),
-            created.metadata().resource_version.as_deref(),
+            &DeleteOptions {
+                uid: Some(uid.clone()),
+                resource_version: created.metadata().resource_version.clone(),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
+    let Deleted::Gone(deleted) = deleted else {
+        panic!("an unscheduled pod goes at once: {deleted:?}")
+    };
     assert_eq!(deleted.metadata().uid.as_deref(), Some(uid.as_str()));
     assert_eq!(
         registry
@@ -312,7 +342,7 @@ async fn delete_honours_preconditions() {
     );
     assert_eq!(
         registry
-            .delete(&POD, Some("default"), "p", None, None)
+            .delete(&POD, Some("default"), "p", &DeleteOptions::default())
             .await
             .unwrap_err()
             .code,
@@ -338,5 +368,134 @@ fn keys_follow_the_registry_layout() {
     assert_eq!(
         list_prefix(&NAMESPACE, Some("x")),
         "/registry/core/namespaces/"
+    );
+}
+
+#[tokio::test]
+async fn status_and_main_resource_writes_keep_to_their_part() {
+    let (_dir, registry) = registry().await;
+    let created = registry
+        .create(pod("p", json!({})), Some("default"), "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        created.to_value()["status"],
+        json!({"phase": "Pending", "qosClass": "BestEffort"}),
+        "a new pod's status is the server's"
+    );
+    // A main-resource write cannot change the status.
+    let mut value = created.to_value();
+    value["status"]["phase"] = json!("Running");
+    value["metadata"]["labels"] = json!({"a": "b"});
+    let updated = registry
+        .update(
+            object(value.clone()),
+            Some("default"),
+            "p",
+            Writer::main("test"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.to_value()["status"]["phase"], "Pending");
+    assert_eq!(updated.to_value()["metadata"]["labels"], json!({"a": "b"}));
+    // A status write changes only the status.
+    value["metadata"]["labels"] = json!({"a": "c"});
+    value["metadata"]["resourceVersion"] = json!(null);
+    let writer = Writer {
+        manager: "kubelet",
+        part: Part::Status,
+        apply: false,
+    };
+    let updated = registry
+        .update(object(value), Some("default"), "p", writer)
+        .await
+        .unwrap();
+    assert_eq!(updated.to_value()["status"]["phase"], "Running");
+    assert_eq!(updated.to_value()["metadata"]["labels"], json!({"a": "b"}));
+    // Writing the same object again stores nothing.
+    let again = registry
+        .update(updated.clone(), Some("default"), "p", writer)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata().resource_version,
+        updated.metadata().resource_version
+    );
+}
+
+#[tokio::test]
+async fn bound_pods_and_finalizers_delete_gracefully() {
+    let (_dir, registry) = registry().await;
+    let mut bound = pod("bound", json!({}));
+    let Object::Pod(ref mut p) = bound else {
+        unreachable!()
+    };
+    p.spec.as_mut().unwrap().node_name = Some("n1".into());
+    registry
+        .create(bound, Some("default"), "test")
+        .await
+        .unwrap();
+    let pending = registry
+        .delete(&POD, Some("default"), "bound", &DeleteOptions::default())
+        .await
+        .unwrap();
+    let Deleted::Pending(pending) = pending else {
+        panic!("a pod on a node waits for its node: {pending:?}")
+    };
+    assert_eq!(pending.metadata().deletion_grace_period_seconds, Some(30));
+    assert!(pending.metadata().deletion_timestamp.is_some());
+    // The node confirms with a zero grace period.
+    let gone = registry
+        .delete(
+            &POD,
+            Some("default"),
+            "bound",
+            &DeleteOptions {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(gone, Deleted::Gone(_)), "{gone:?}");
+
+    // An object with a finalizer stays until the finalizer is removed.
+    let mut held = pod("held", json!({}));
+    held.metadata_mut().finalizers = Some(vec!["example.com/hold".into()]);
+    registry
+        .create(held, Some("default"), "test")
+        .await
+        .unwrap();
+    let pending = registry
+        .delete(&POD, Some("default"), "held", &DeleteOptions::default())
+        .await
+        .unwrap();
+    let Deleted::Pending(mut pending) = pending else {
+        panic!("finalizers hold deletion")
+    };
+    pending.metadata_mut().finalizers = Some(vec!["example.com/other".into()]);
+    let refused = registry
+        .update(
+            pending.clone(),
+            Some("default"),
+            "held",
+            Writer::main("test"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, 422, "{}", refused.message);
+    pending.metadata_mut().finalizers = None;
+    registry
+        .update(pending, Some("default"), "held", Writer::main("test"))
+        .await
+        .unwrap();
+    assert_eq!(
+        registry
+            .get(&POD, Some("default"), "held")
+            .await
+            .unwrap_err()
+            .code,
+        404,
+        "removing the last finalizer deletes"
     );
 }

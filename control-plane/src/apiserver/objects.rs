@@ -1,0 +1,934 @@
+//! Handlers for resource requests: GET, LIST, WATCH, POST, PUT, PATCH, DELETE and
+//! deletecollection on objects, and their `/status`, `/scale` and `/binding`
+//! subresources.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use skiff_api::codec::{self, FieldValidation, Format, Limits};
+use skiff_api::patch::PatchType;
+use skiff_api::{FieldError, FieldPath, Object, ResourceKind, Selector, kind};
+use std::time::Duration;
+
+use super::error::ApiError;
+use super::managed;
+use super::protobuf;
+use super::registry::{
+    DeleteOptions, Deleted, ListOptions, Writer, now_timestamp, supported_field,
+};
+use super::request::ResourceRequest;
+use super::server::{Body, Context};
+use super::strategy::Part;
+use super::table::{self, IncludeObject};
+use super::watch::{Watch, WatchParams};
+
+/// Kubernetes' request body cap (CVE-2019-11253).
+pub const MAX_BODY_BYTES: usize = Limits::REQUEST.max_bytes;
+
+/// A parsed request: query parameters and negotiated response shape.
+struct Call {
+    params: HashMap<String, String>,
+    /// The client asked for a `meta/v1 Table`.
+    table: Option<IncludeObject>,
+    /// `fieldManager`, or the user agent's product name as Kubernetes derives it.
+    manager: String,
+}
+
+impl Call {
+    fn new(request: &Request<Incoming>) -> Result<Self, ApiError> {
+        let params: HashMap<String, String> =
+            form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        if params.contains_key("dryRun") {
+            return Err(ApiError::bad_request(
+                "dryRun is not supported by this server",
+            ));
+        }
+        let accept = header(request, ACCEPT.as_str());
+        let table = accept
+            .split(',')
+            .next()
+            .is_some_and(|first| first.contains("as=Table"))
+            .then(|| {
+                params
+                    .get("includeObject")
+                    .and_then(|v| table::parse_include(v))
+                    .unwrap_or(IncludeObject::Metadata)
+            });
+        let manager = match params.get("fieldManager").filter(|m| !m.is_empty()) {
+            Some(manager) => manager.clone(),
+            None => header(request, USER_AGENT.as_str())
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        if manager.len() > 128 {
+            return Err(ApiError::bad_request(
+                "fieldManager: Too long: may not be longer than 128 characters",
+            ));
+        }
+        Ok(Self {
+            params,
+            table,
+            manager,
+        })
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.param(name).is_some_and(|v| v == "1" || v == "true")
+    }
+
+    fn validation(&self) -> Result<FieldValidation, ApiError> {
+        FieldValidation::parse(self.param("fieldValidation").unwrap_or_default()).ok_or_else(|| {
+            ApiError::bad_request("fieldValidation must be one of Strict, Warn or Ignore")
+        })
+    }
+}
+
+fn header(request: &Request<Incoming>, name: &str) -> String {
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A JSON reply, with `Warning` headers for dropped fields.
+fn reply(status: StatusCode, body: &Value, warnings: &[FieldError]) -> Response<Body> {
+    let mut response = super::server::json_response(status, body, "application/json");
+    for warning in warnings {
+        let text = format!("299 - {:?}", warning.message());
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append("Warning", value);
+        }
+    }
+    response
+}
+
+/// One object, as JSON or as a one-row Table.
+fn object_reply(call: &Call, status: StatusCode, object: &Object) -> Response<Body> {
+    match call.table {
+        Some(include) => {
+            let mut rendered = table::render(
+                object.kind(),
+                std::slice::from_ref(object),
+                now_timestamp(),
+                include,
+            );
+            rendered
+                .metadata
+                .resource_version
+                .clone_from(&object.metadata().resource_version);
+            let body = serde_json::to_value(rendered).expect("a Table serializes");
+            reply(status, &body, &[])
+        }
+        None => reply(status, &object.to_value(), &[]),
+    }
+}
+
+/// Handles a request for objects of one kind.
+pub async fn handle(
+    ctx: &Context,
+    resource: ResourceRequest,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let call = Call::new(&request)?;
+    let method = request.method().clone();
+    match resource.subresource.as_deref() {
+        None => main_resource(ctx, &call, &resource, method, request).await,
+        Some("status") => status(ctx, &call, &resource, method, request).await,
+        Some("scale") if is_scalable(resource.kind) => {
+            scale(ctx, &call, &resource, method, request).await
+        }
+        Some("binding") if resource.kind == &kind::POD && method == Method::POST => {
+            bind(ctx, &call, &resource, request).await
+        }
+        Some("log") if resource.kind == &kind::POD && method == Method::GET => {
+            log(ctx, &resource).await
+        }
+        Some(subresource) => Err(ApiError::no_route(&format!(
+            "{}/{subresource}",
+            resource.kind.plural
+        ))),
+    }
+}
+
+async fn main_resource(
+    ctx: &Context,
+    call: &Call,
+    resource: &ResourceRequest,
+    method: Method,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let kind = resource.kind;
+    let namespace = resource.namespace.as_deref();
+    match (method, resource.name.as_deref()) {
+        (Method::GET, name) if call.flag("watch") => {
+            let mut options = list_options(kind, call)?;
+            if let Some(name) = name {
+                options
+                    .fields
+                    .push(("metadata.name".to_owned(), name.to_owned(), true));
+            }
+            watch(ctx, call, kind, namespace, options).await
+        }
+        (Method::GET, None) => list(ctx, call, kind, namespace).await,
+        (Method::GET, Some(name)) => {
+            let object = ctx.registry.get(kind, namespace, name).await?;
+            Ok(object_reply(call, StatusCode::OK, &object))
+        }
+        (Method::POST, None) => {
+            let (object, warnings) = decode_body(request, kind, call).await?;
+            check_namespace(&object, namespace)?;
+            if let Some(namespace) = namespace.filter(|_| kind.namespaced) {
+                admit_namespace(ctx, namespace).await?;
+            }
+            let created = ctx
+                .registry
+                .create(object, namespace, &call.manager)
+                .await?;
+            Ok(reply(StatusCode::CREATED, &created.to_value(), &warnings))
+        }
+        (Method::PUT, Some(name)) => {
+            let (object, warnings) = decode_body(request, kind, call).await?;
+            check_namespace(&object, namespace)?;
+            check_name(&object, name)?;
+            let updated = ctx
+                .registry
+                .update(object, namespace, name, Writer::main(&call.manager))
+                .await?;
+            Ok(reply(StatusCode::OK, &updated.to_value(), &warnings))
+        }
+        (Method::PATCH, Some(name)) => patch(ctx, call, resource, name, Part::Main, request).await,
+        (Method::DELETE, Some(name)) => {
+            let options = delete_options(call, request).await?;
+            match ctx.registry.delete(kind, namespace, name, &options).await? {
+                Deleted::Gone(object) => Ok(reply(StatusCode::OK, &object.to_value(), &[])),
+                Deleted::Pending(object) => {
+                    Ok(reply(StatusCode::ACCEPTED, &object.to_value(), &[]))
+                }
+            }
+        }
+        (Method::DELETE, None) => delete_collection(ctx, call, kind, namespace, request).await,
+        (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+async fn list(
+    ctx: &Context,
+    call: &Call,
+    kind: &'static ResourceKind,
+    namespace: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let options = list_options(kind, call)?;
+    let page = ctx.registry.list(kind, namespace, &options).await?;
+    let revision = page.revision.to_string();
+    if let Some(include) = call.table {
+        let mut rendered = table::render(kind, &page.items, now_timestamp(), include);
+        rendered.metadata.resource_version = Some(revision);
+        rendered.metadata.continue_ = page.continue_token;
+        let body = serde_json::to_value(rendered).expect("a Table serializes");
+        return Ok(reply(StatusCode::OK, &body, &[]));
+    }
+    let items: Vec<Value> = page.items.iter().map(Object::to_value).collect();
+    let mut metadata = json!({"resourceVersion": revision});
+    if let Some(token) = page.continue_token {
+        metadata["continue"] = Value::String(token);
+    }
+    Ok(reply(
+        StatusCode::OK,
+        &json!({"apiVersion": kind.api_version, "kind": format!("{}List", kind.kind), "metadata": metadata, "items": items}),
+        &[],
+    ))
+}
+
+async fn watch(
+    ctx: &Context,
+    call: &Call,
+    kind: &'static ResourceKind,
+    namespace: Option<&str>,
+    options: ListOptions,
+) -> Result<Response<Body>, ApiError> {
+    let resource_version = match call.param("resourceVersion").filter(|rv| !rv.is_empty()) {
+        None | Some("0") => None,
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?,
+        ),
+    };
+    let timeout =
+        match call.param("timeoutSeconds") {
+            Some(seconds) => Duration::from_secs(seconds.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid timeoutSeconds {seconds:?}"))
+            })?),
+            None => WatchParams::default_timeout(),
+        };
+    let params = WatchParams {
+        resource_version,
+        timeout,
+        bookmarks: call.flag("allowWatchBookmarks"),
+        send_initial_events: call.flag("sendInitialEvents"),
+        table: call.table,
+    };
+    let watch = Watch::start(
+        &ctx.registry,
+        kind,
+        namespace,
+        options,
+        params,
+        ctx.cancel.clone(),
+    )
+    .await?;
+    let guard = ctx.metrics.watch_started(kind);
+    let chunks = futures_util::stream::unfold((watch, guard), |(mut watch, guard)| async move {
+        let chunk = watch.next_chunk().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(Frame::data(chunk)),
+            (watch, guard),
+        ))
+    });
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/json")
+        .header("Transfer-Encoding", "chunked")
+        .body(BodyExt::boxed(StreamBody::new(chunks)))
+        .expect("static headers are valid");
+    Ok(response)
+}
+
+/// PATCH of the main resource or `/status`.
+async fn patch(
+    ctx: &Context,
+    call: &Call,
+    resource: &ResourceRequest,
+    name: &str,
+    part: Part,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let kind = resource.kind;
+    let namespace = resource.namespace.as_deref();
+    let validation = call.validation()?;
+    let (content_type, body) = read_body(request).await?;
+    let content_type = content_type.unwrap_or_default();
+    let patch_type = PatchType::from_content_type(&content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
+    if patch_type == PatchType::Apply {
+        if part == Part::Status {
+            return Err(ApiError::method_not_allowed(
+                "server-side apply of the status subresource",
+            ));
+        }
+        return apply(ctx, call, resource, name, &body, validation).await;
+    }
+    let patch_value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    let mut warnings = Vec::new();
+    let written = ctx
+        .registry
+        .write(
+            kind,
+            namespace,
+            name,
+            Writer {
+                manager: &call.manager,
+                part,
+                apply: false,
+            },
+            |current| {
+                let current = current.ok_or_else(|| ApiError::not_found(kind, name))?;
+                let patched =
+                    skiff_api::patch::patch(kind, &current.to_value(), &patch_value, patch_type)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let decoded =
+                    Object::decode(kind, patched, validation).map_err(|e| ApiError::decode(&e))?;
+                warnings = decoded.warnings;
+                Ok(decoded.object)
+            },
+        )
+        .await?;
+    Ok(reply(StatusCode::OK, &written.object.to_value(), &warnings))
+}
+
+/// Server-side apply (`application/apply-patch+yaml`): creates or updates the object
+/// with `fieldManager`'s ownership of the fields it applies.
+async fn apply(
+    ctx: &Context,
+    call: &Call,
+    resource: &ResourceRequest,
+    name: &str,
+    body: &Bytes,
+    validation: FieldValidation,
+) -> Result<Response<Body>, ApiError> {
+    let kind = resource.kind;
+    let namespace = resource.namespace.as_deref();
+    if call.param("fieldManager").is_none_or(str::is_empty) {
+        return Err(ApiError::invalid_other(
+            "PatchOptions.meta.k8s.io",
+            "",
+            &[FieldError::required(
+                &FieldPath::new("fieldManager"),
+                "is required for apply patch",
+            )],
+        ));
+    }
+    let force = call.flag("force");
+    let mut documents = codec::parse_documents(body, Format::Yaml, &Limits::REQUEST)
+        .map_err(|e| ApiError::decode(&e))?;
+    let Some(applied) = documents.pop().filter(|_| documents.is_empty()) else {
+        return Err(ApiError::bad_request(
+            "the apply patch must hold exactly one object",
+        ));
+    };
+    check_body_kind(&applied, kind)?;
+    // The applied configuration alone must be well-formed (its unknown fields are
+    // reported with their paths), even though it need not be a whole object.
+    let checked =
+        Object::decode(kind, applied.clone(), validation).map_err(|e| ApiError::decode(&e))?;
+    check_namespace(&checked.object, namespace)?;
+    if applied["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n != name)
+    {
+        check_name(&checked.object, name)?;
+    }
+    if let Some(namespace) = namespace.filter(|_| kind.namespaced) {
+        admit_namespace(ctx, namespace).await?;
+    }
+    let manager = call.manager.clone();
+    let written = ctx
+        .registry
+        .write(
+            kind,
+            namespace,
+            name,
+            Writer {
+                manager: &manager,
+                part: Part::Main,
+                apply: true,
+            },
+            |current| {
+                let live = current.map(Object::to_value);
+                let merged = skiff_api::managed::apply(
+                    kind,
+                    live.as_ref(),
+                    &applied,
+                    &manager,
+                    force,
+                    &managed::timestamp(),
+                )
+                .map_err(|e| ApiError::apply_conflict(kind, name, &e))?;
+                let decoded = Object::decode(kind, merged, FieldValidation::Ignore)
+                    .map_err(|e| ApiError::decode(&e))?;
+                Ok(decoded.object)
+            },
+        )
+        .await?;
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(reply(status, &written.object.to_value(), &checked.warnings))
+}
+
+/// The `/status` subresource.
+async fn status(
+    ctx: &Context,
+    call: &Call,
+    resource: &ResourceRequest,
+    method: Method,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let kind = resource.kind;
+    let namespace = resource.namespace.as_deref();
+    let Some(name) = resource.name.as_deref() else {
+        return Err(ApiError::no_route(&format!("{}/status", kind.plural)));
+    };
+    if matches!(kind, &kind::EVENT | &kind::ENDPOINTS) {
+        return Err(ApiError::no_route(&format!("{}/status", kind.plural)));
+    }
+    match method {
+        Method::GET => {
+            let object = ctx.registry.get(kind, namespace, name).await?;
+            Ok(object_reply(call, StatusCode::OK, &object))
+        }
+        Method::PUT => {
+            let (object, warnings) = decode_body(request, kind, call).await?;
+            check_namespace(&object, namespace)?;
+            check_name(&object, name)?;
+            let updated = ctx
+                .registry
+                .update(
+                    object,
+                    namespace,
+                    name,
+                    Writer {
+                        manager: &call.manager,
+                        part: Part::Status,
+                        apply: false,
+                    },
+                )
+                .await?;
+            Ok(reply(StatusCode::OK, &updated.to_value(), &warnings))
+        }
+        Method::PATCH => patch(ctx, call, resource, name, Part::Status, request).await,
+        other => Err(ApiError::method_not_allowed(other.as_str())),
+    }
+}
+
+fn is_scalable(kind: &ResourceKind) -> bool {
+    kind == &kind::DEPLOYMENT || kind == &kind::REPLICA_SET
+}
+
+/// The `autoscaling/v1 Scale` view of a Deployment or ReplicaSet.
+fn scale_of(object: &Object) -> Value {
+    let (spec_replicas, status_replicas, selector) = match object {
+        Object::Deployment(d) => (
+            d.spec.as_ref().and_then(|s| s.replicas),
+            d.status.as_ref().and_then(|s| s.replicas),
+            d.spec.as_ref().map(|s| s.selector.clone()),
+        ),
+        Object::ReplicaSet(r) => (
+            r.spec.as_ref().and_then(|s| s.replicas),
+            r.status.as_ref().map(|s| s.replicas),
+            r.spec.as_ref().map(|s| s.selector.clone()),
+        ),
+        _ => (None, None, None),
+    };
+    let selector = Selector::from_label_selector(selector.as_ref())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let metadata = object.metadata();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": metadata.name,
+            "namespace": metadata.namespace,
+            "uid": metadata.uid,
+            "resourceVersion": metadata.resource_version,
+            "creationTimestamp": metadata.creation_timestamp,
+        },
+        "spec": {"replicas": spec_replicas.unwrap_or(0)},
+        "status": {"replicas": status_replicas.unwrap_or(0), "selector": selector},
+    })
+}
+
+/// The `/scale` subresource: GET, PUT and PATCH of a Scale that reads and writes the
+/// object's `spec.replicas`.
+async fn scale(
+    ctx: &Context,
+    call: &Call,
+    resource: &ResourceRequest,
+    method: Method,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let kind = resource.kind;
+    let namespace = resource.namespace.as_deref();
+    let Some(name) = resource.name.as_deref() else {
+        return Err(ApiError::no_route(&format!("{}/scale", kind.plural)));
+    };
+    let change: Box<dyn Fn(&Value) -> Result<Value, ApiError> + Send + Sync> = match method {
+        Method::GET => {
+            let object = ctx.registry.get(kind, namespace, name).await?;
+            return Ok(reply(StatusCode::OK, &scale_of(&object), &[]));
+        }
+        Method::PUT => {
+            let (_, body) = read_body(request).await?;
+            let new: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("the Scale is not valid JSON: {e}")))?;
+            Box::new(move |_| Ok(new.clone()))
+        }
+        Method::PATCH => {
+            let (content_type, body) = read_body(request).await?;
+            let content_type = content_type.unwrap_or_default();
+            let patch_type = PatchType::from_content_type(&content_type)
+                .filter(|t| *t != PatchType::Apply)
+                .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
+            let patch: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+            Box::new(move |current| {
+                skiff_api::patch::patch(kind, current, &patch, patch_type)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))
+            })
+        }
+        other => return Err(ApiError::method_not_allowed(other.as_str())),
+    };
+    let written = ctx
+        .registry
+        .write(
+            kind,
+            namespace,
+            name,
+            Writer::main(&call.manager),
+            |current| {
+                let current = current.ok_or_else(|| ApiError::not_found(kind, name))?;
+                let new_scale = change(&scale_of(current))?;
+                let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
+                let invalid = |detail: &str| {
+                    ApiError::invalid_other(
+                        "Scale.autoscaling",
+                        name,
+                        &[FieldError::invalid(
+                            &FieldPath::new("spec").child("replicas"),
+                            replicas,
+                            detail,
+                        )],
+                    )
+                };
+                if replicas < 0 {
+                    return Err(invalid("must be greater than or equal to 0"));
+                }
+                let replicas = i32::try_from(replicas)
+                    .map_err(|_| invalid("must be less than or equal to 2147483647"))?;
+                let mut object = current.clone();
+                object.metadata_mut().resource_version = new_scale["metadata"]["resourceVersion"]
+                    .as_str()
+                    .map(str::to_owned);
+                match &mut object {
+                    Object::Deployment(d) => {
+                        d.spec.get_or_insert_default().replicas = Some(replicas)
+                    }
+                    Object::ReplicaSet(r) => {
+                        r.spec.get_or_insert_default().replicas = Some(replicas)
+                    }
+                    _ => {}
+                }
+                Ok(object)
+            },
+        )
+        .await?;
+    Ok(reply(StatusCode::OK, &scale_of(&written.object), &[]))
+}
+
+/// `POST pods/{name}/binding`: assigns a pod to a node, once.
+async fn bind(
+    ctx: &Context,
+    call: &Call,
+    resource: &ResourceRequest,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let namespace = resource.namespace.as_deref();
+    let name = resource.name.as_deref().unwrap_or_default();
+    let (_, body) = read_body(request).await?;
+    let binding: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the Binding is not valid JSON: {e}")))?;
+    let node = binding["target"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("a Binding needs target.name"))?
+        .to_owned();
+    ctx.registry
+        .write(
+            &kind::POD,
+            namespace,
+            name,
+            Writer::main(&call.manager),
+            |current| {
+                let Some(Object::Pod(pod)) = current else {
+                    return Err(ApiError::not_found(&kind::POD, name));
+                };
+                let mut pod = pod.clone();
+                let spec = pod.spec.get_or_insert_default();
+                if let Some(bound) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
+                    return Err(ApiError::conflict_with(
+                        &kind::POD,
+                        name,
+                        &format!("pod {name} is already assigned to node \"{bound}\""),
+                    ));
+                }
+                if pod.metadata.deletion_timestamp.is_some() {
+                    return Err(ApiError::conflict_with(
+                        &kind::POD,
+                        name,
+                        &format!("pod {name} is being deleted, cannot be assigned to a host"),
+                    ));
+                }
+                spec.node_name = Some(node.clone());
+                Ok(Object::Pod(pod))
+            },
+        )
+        .await?;
+    Ok(reply(
+        StatusCode::CREATED,
+        &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}),
+        &[],
+    ))
+}
+
+/// `GET pods/{name}/log`: the node that runs the pod serves its logs.
+async fn log(ctx: &Context, resource: &ResourceRequest) -> Result<Response<Body>, ApiError> {
+    let namespace = resource.namespace.as_deref();
+    let name = resource.name.as_deref().unwrap_or_default();
+    let Object::Pod(pod) = ctx.registry.get(&kind::POD, namespace, name).await? else {
+        return Err(ApiError::not_found(&kind::POD, name));
+    };
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    match node.filter(|n| !n.is_empty()) {
+        None => Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        ))),
+        Some(node) => Err(ApiError::unavailable(format!(
+            "no connection to node {node} to read the logs of pod {name}"
+        ))),
+    }
+}
+
+/// DELETE of a collection: every object that matches the selectors, as a list.
+async fn delete_collection(
+    ctx: &Context,
+    call: &Call,
+    kind: &'static ResourceKind,
+    namespace: Option<&str>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let options = delete_options(call, request).await?;
+    let list_options = list_options(kind, call)?;
+    let page = ctx.registry.list(kind, namespace, &list_options).await?;
+    let mut deleted = Vec::new();
+    for object in page.items {
+        let object_namespace = object.namespace().map(str::to_owned);
+        match ctx
+            .registry
+            .delete(kind, object_namespace.as_deref(), object.name(), &options)
+            .await
+        {
+            Ok(Deleted::Gone(object) | Deleted::Pending(object)) => {
+                deleted.push(object.to_value());
+            }
+            // Deleted by someone else meanwhile.
+            Err(error) if error.code == 404 => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(reply(
+        StatusCode::OK,
+        &json!({"apiVersion": kind.api_version, "kind": format!("{}List", kind.kind), "metadata": {"resourceVersion": page.revision.to_string()}, "items": deleted}),
+        &[],
+    ))
+}
+
+/// List options from the query: selectors (checked against the kind's selectable
+/// fields), limit and continue.
+fn list_options(kind: &ResourceKind, call: &Call) -> Result<ListOptions, ApiError> {
+    let labels = match call.param("labelSelector").filter(|s| !s.is_empty()) {
+        Some(text) => Some(
+            Selector::parse(text)
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut fields = Vec::new();
+    for requirement in call
+        .param("fieldSelector")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|r| !r.is_empty())
+    {
+        let (field, value, equal) = if let Some((field, value)) = requirement.split_once("!=") {
+            (field, value, false)
+        } else if let Some((field, value)) = requirement
+            .split_once("==")
+            .or_else(|| requirement.split_once('='))
+        {
+            (field, value, true)
+        } else {
+            return Err(ApiError::bad_request(format!(
+                "invalid selector: '{requirement}'; can't understand '{requirement}'"
+            )));
+        };
+        let field = field.trim();
+        if !supported_field(kind, field) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {field}"
+            )));
+        }
+        fields.push((field.to_owned(), value.trim().to_owned(), equal));
+    }
+    let limit = match call.param("limit") {
+        Some(limit) => limit
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {limit:?}")))?,
+        None => 0,
+    };
+    Ok(ListOptions {
+        labels,
+        fields,
+        limit,
+        continue_token: call
+            .param("continue")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
+    })
+}
+
+/// Reads a body within the size cap.
+pub async fn read_body(request: Request<Incoming>) -> Result<(Option<String>, Bytes), ApiError> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                ApiError::too_large(MAX_BODY_BYTES)
+            } else {
+                ApiError::bad_request(format!("reading the request body failed: {error}"))
+            }
+        })?;
+    Ok((content_type, body.to_bytes()))
+}
+
+/// The object in a body's JSON must be of the kind the URL names.
+fn check_body_kind(value: &Value, kind: &'static ResourceKind) -> Result<(), ApiError> {
+    if codec::kind_of(value) == Some(kind) {
+        return Ok(());
+    }
+    let text = |field: &str| value.get(field).and_then(Value::as_str).unwrap_or_default();
+    Err(ApiError::bad_request(format!(
+        "the API version in the data ({}) and kind ({}) do not match the requested {} {}",
+        text("apiVersion"),
+        text("kind"),
+        kind.api_version,
+        kind.kind
+    )))
+}
+
+/// Decodes a body (JSON, YAML or Kubernetes protobuf) into an object of `kind`,
+/// honouring `fieldValidation`; returns the warnings for dropped fields.
+async fn decode_body(
+    request: Request<Incoming>,
+    kind: &'static ResourceKind,
+    call: &Call,
+) -> Result<(Object, Vec<FieldError>), ApiError> {
+    let validation = call.validation()?;
+    let (content_type, body) = read_body(request).await?;
+    let media_type = content_type
+        .as_deref()
+        .map(|c| c.split(';').next().unwrap_or_default().trim().to_owned());
+    let value = match media_type.as_deref() {
+        Some("application/vnd.kubernetes.protobuf") => protobuf::decode(&body, kind)?,
+        Some(media_type) if !is_json_or_yaml(media_type) => {
+            return Err(ApiError::unsupported_media_type(media_type));
+        }
+        _ => {
+            let format = match media_type.as_deref() {
+                Some("application/yaml" | "application/x-yaml" | "text/yaml") => Format::Yaml,
+                _ => Format::Json,
+            };
+            let mut documents = codec::parse_documents(&body, format, &Limits::REQUEST)
+                .map_err(|e| ApiError::decode(&e))?;
+            let Some(value) = documents.pop().filter(|_| documents.is_empty()) else {
+                return Err(ApiError::bad_request(
+                    "the request body must hold exactly one object",
+                ));
+            };
+            value
+        }
+    };
+    check_body_kind(&value, kind)?;
+    let decoded = Object::decode(kind, value, validation).map_err(|e| ApiError::decode(&e))?;
+    Ok((decoded.object, decoded.warnings))
+}
+
+fn is_json_or_yaml(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/json" | "application/yaml" | "application/x-yaml" | "text/yaml" | ""
+    )
+}
+
+fn check_namespace(object: &Object, namespace: Option<&str>) -> Result<(), ApiError> {
+    match (object.namespace().filter(|n| !n.is_empty()), namespace) {
+        (Some(body), Some(url)) if body != url && object.kind().namespaced => {
+            Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_name(object: &Object, name: &str) -> Result<(), ApiError> {
+    if object.name() != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            object.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Admission: new objects go only into namespaces that exist and are not terminating.
+async fn admit_namespace(ctx: &Context, namespace: &str) -> Result<(), ApiError> {
+    let object = ctx
+        .registry
+        .get(&kind::NAMESPACE, None, namespace)
+        .await
+        .map_err(|e| {
+            if e.code == 404 {
+                ApiError::namespace_not_found(namespace)
+            } else {
+                e
+            }
+        })?;
+    let terminating = object.metadata().deletion_timestamp.is_some()
+        || object.to_value()["status"]["phase"] == "Terminating";
+    if terminating {
+        return Err(ApiError::forbidden(format!(
+            "unable to create new content in namespace {namespace} because it is being terminated"
+        )));
+    }
+    Ok(())
+}
+
+/// `DeleteOptions` from the body (if any) and the query, as Kubernetes merges them.
+async fn delete_options(
+    call: &Call,
+    request: Request<Incoming>,
+) -> Result<DeleteOptions, ApiError> {
+    let (_, body) = read_body(request).await?;
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let text = |value: &Value| value.as_str().map(str::to_owned);
+    let grace_period_seconds = match call.param("gracePeriodSeconds") {
+        Some(seconds) => Some(seconds.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid gracePeriodSeconds {seconds:?}"))
+        })?),
+        None => body["gracePeriodSeconds"].as_i64(),
+    };
+    let orphan = call
+        .param("orphanDependents")
+        .map(|v| v == "true")
+        .or_else(|| body["orphanDependents"].as_bool());
+    let propagation_policy = call
+        .param("propagationPolicy")
+        .map(str::to_owned)
+        .or_else(|| text(&body["propagationPolicy"]))
+        .or_else(|| orphan.map(|o| if o { "Orphan" } else { "Background" }.to_owned()));
+    Ok(DeleteOptions {
+        uid: text(&body["preconditions"]["uid"]),
+        resource_version: text(&body["preconditions"]["resourceVersion"]),
+        grace_period_seconds,
+        propagation_policy,
+    })
+}

@@ -1,0 +1,162 @@
+//! Per-kind write strategy, as kube-apiserver's `PrepareForCreate`/`PrepareForUpdate`:
+//! which part of an object a write through the main resource or `/status` may change,
+//! and the status a new object starts with.
+
+use k8s_openapi::api::core::v1::NamespaceStatus;
+use skiff_api::Object;
+use skiff_api::quantity::Quantity;
+use skiff_api::types::PodStatus;
+
+/// Which endpoint a write comes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The object itself (`PUT/PATCH …/deployments/web`): `status` is kept as stored.
+    Main,
+    /// The `/status` subresource: only `status` changes.
+    Status,
+}
+
+impl Part {
+    /// The subresource name recorded in managedFields.
+    pub fn subresource(self) -> Option<&'static str> {
+        match self {
+            Self::Main => None,
+            Self::Status => Some("status"),
+        }
+    }
+}
+
+/// Whether the kind has a `/status` subresource (and so a status the main resource
+/// cannot change).
+pub fn has_status(object: &Object) -> bool {
+    !matches!(object, Object::Event(_) | Object::Endpoints(_))
+}
+
+/// The status a new object starts with: Kubernetes ignores what a client sends.
+pub fn reset_status_for_create(object: &mut Object) {
+    match object {
+        Object::Pod(pod) => {
+            let qos_class = pod.spec.as_ref().map(|spec| qos_class(spec).to_owned());
+            pod.status = Some(PodStatus {
+                phase: Some("Pending".to_owned()),
+                qos_class,
+                ..Default::default()
+            });
+        }
+        Object::Namespace(namespace) => {
+            namespace.status = Some(NamespaceStatus {
+                phase: Some("Active".to_owned()),
+                ..Default::default()
+            });
+        }
+        Object::Deployment(deployment) => deployment.status = Some(Default::default()),
+        Object::ReplicaSet(replica_set) => replica_set.status = Some(Default::default()),
+        Object::Service(service) => service.status = Some(Default::default()),
+        // Nodes register with their status; events and endpoints have none.
+        Object::Node(_) | Object::Event(_) | Object::Endpoints(_) => {}
+    }
+}
+
+/// Merges a write into the stored object according to `part`: a main-resource write
+/// keeps the stored status; a status write keeps everything but the status (and the
+/// resourceVersion it was based on, for the conflict check).
+pub fn merge_part(part: Part, old: &Object, new: Object) -> Object {
+    match part {
+        Part::Main => {
+            let mut new = new;
+            copy_status(old, &mut new);
+            new
+        }
+        Part::Status => {
+            let mut merged = old.clone();
+            copy_status(&new, &mut merged);
+            merged
+                .metadata_mut()
+                .resource_version
+                .clone_from(&new.metadata().resource_version);
+            merged
+        }
+    }
+}
+
+/// Copies `from`'s status into `to` (objects of the same kind).
+fn copy_status(from: &Object, to: &mut Object) {
+    match (from, to) {
+        (Object::Pod(from), Object::Pod(to)) => to.status.clone_from(&from.status),
+        (Object::Namespace(from), Object::Namespace(to)) => to.status.clone_from(&from.status),
+        (Object::Service(from), Object::Service(to)) => to.status.clone_from(&from.status),
+        (Object::Node(from), Object::Node(to)) => to.status.clone_from(&from.status),
+        (Object::Deployment(from), Object::Deployment(to)) => to.status.clone_from(&from.status),
+        (Object::ReplicaSet(from), Object::ReplicaSet(to)) => to.status.clone_from(&from.status),
+        _ => {}
+    }
+}
+
+/// The pod's QoS class, as Kubernetes computes it: `Guaranteed` when every container
+/// limits CPU and memory with requests equal to limits, `BestEffort` when none requests
+/// or limits anything, `Burstable` otherwise.
+pub fn qos_class(spec: &skiff_api::types::PodSpec) -> &'static str {
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    let mut any = false;
+    let mut guaranteed = true;
+    for container in containers {
+        let resources = container.resources.as_ref();
+        let requests = resources.and_then(|r| r.requests.as_ref());
+        let limits = resources.and_then(|r| r.limits.as_ref());
+        let set = |map: Option<&std::collections::BTreeMap<String, _>>, name: &str| {
+            map.and_then(|m| m.get(name))
+                .and_then(|q: &skiff_api::types::QuantityString| Quantity::parse(&q.0).ok())
+                .filter(|q| q.nano_value() != 0)
+        };
+        for resource in ["cpu", "memory"] {
+            let request = set(requests, resource);
+            let limit = set(limits, resource);
+            any |= request.is_some() || limit.is_some();
+            match (request, limit) {
+                (Some(request), Some(limit)) if request == limit => {}
+                (None, Some(_)) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn check(resources: serde_json::Value, expected: &str) {
+        let spec: skiff_api::types::PodSpec = serde_json::from_value(
+            json!({"containers": [{"name": "a", "image": "i", "resources": resources}]}),
+        )
+        .unwrap();
+        assert_eq!(qos_class(&spec), expected, "{resources}");
+    }
+
+    #[test]
+    fn qos_classes_follow_kubernetes() {
+        check(json!({}), "BestEffort");
+        check(
+            json!({"limits": {"cpu": "1", "memory": "1Gi"}}),
+            "Guaranteed",
+        );
+        check(
+            json!({"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1000m", "memory": "1Gi"}}),
+            "Guaranteed",
+        );
+        check(json!({"requests": {"cpu": "100m"}}), "Burstable");
+        check(json!({"limits": {"cpu": "1"}}), "Burstable");
+    }
+}
