@@ -526,6 +526,9 @@ fn scale_of(object: &Object) -> Value {
     })
 }
 
+/// How a PUT or PATCH turns the current Scale into the new one.
+type ScaleChange = dyn Fn(&Value) -> Result<Value, ApiError> + Send + Sync;
+
 /// The `/scale` subresource: GET, PUT and PATCH of a Scale that reads and writes the
 /// object's `spec.replicas`.
 async fn scale(
@@ -540,7 +543,7 @@ async fn scale(
     let Some(name) = resource.name.as_deref() else {
         return Err(ApiError::no_route(&format!("{}/scale", kind.plural)));
     };
-    let change: Box<dyn Fn(&Value) -> Result<Value, ApiError> + Send + Sync> = match method {
+    let change: Box<ScaleChange> = match method {
         Method::GET => {
             let object = ctx.registry.get(kind, namespace, name).await?;
             return Ok(reply(StatusCode::OK, &scale_of(&object), &[]));

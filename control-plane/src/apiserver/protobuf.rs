@@ -46,6 +46,7 @@ const OBJECT_META: &Layout = &[
     (1, "name", FieldType::String),
     (2, "generateName", FieldType::String),
     (3, "namespace", FieldType::String),
+    (4, "selfLink", FieldType::String),
     (5, "uid", FieldType::String),
     (6, "resourceVersion", FieldType::String),
     (7, "generation", FieldType::Int),
@@ -58,10 +59,12 @@ const OBJECT_META: &Layout = &[
 
 const NAMESPACE_SPEC: &Layout = &[(1, "finalizers", FieldType::Strings)];
 
+const NAMESPACE_STATUS: &Layout = &[(1, "phase", FieldType::String)];
+
 const NAMESPACE: &Layout = &[
     (1, "metadata", FieldType::Message(OBJECT_META)),
     (2, "spec", FieldType::Message(NAMESPACE_SPEC)),
-    (3, "status", FieldType::Message(&[])),
+    (3, "status", FieldType::Message(NAMESPACE_STATUS)),
 ];
 
 /// The layout of a kind's top-level message, for the kinds decoded from protobuf.
@@ -85,7 +88,7 @@ pub fn decode(body: &[u8], kind: &'static ResourceKind) -> Result<Value, ApiErro
             (1, Wire::Bytes(bytes)) => type_meta = Some(bytes),
             (2, Wire::Bytes(bytes)) => raw = Some(bytes),
             // contentEncoding, contentType: empty for plain protobuf.
-            (3 | 4, Wire::Bytes(bytes)) if bytes.is_empty() => {}
+            (3 | 4, Wire::Bytes([])) => {}
             (number, _) => return Err(bad(&format!("unexpected envelope field {number}"))),
         }
     }
@@ -130,6 +133,8 @@ fn message(bytes: &[u8], layout: &'static Layout) -> Result<Map<String, Value>, 
         };
         let name = (*name).to_owned();
         match (field_type, wire) {
+            // Go writes zero values that its JSON form omits (`omitempty`): skip them.
+            (FieldType::String, Wire::Bytes([])) | (FieldType::Int, Wire::Varint(0)) => {}
             (FieldType::String, Wire::Bytes(bytes)) => {
                 object.insert(name, Value::String(text(bytes)?));
             }
@@ -178,6 +183,10 @@ fn message(bytes: &[u8], layout: &'static Layout) -> Result<Map<String, Value>, 
                     if let (1, Wire::Varint(value)) = part? {
                         seconds = i64::try_from(value).map_err(|_| bad("time out of range"))?;
                     }
+                }
+                // Go's zero time is what an unset timestamp looks like.
+                if seconds == 0 {
+                    continue;
                 }
                 let time = skiff_api::meta::jiff::Timestamp::from_second(seconds)
                     .map_err(|_| bad("time out of range"))?;
@@ -296,6 +305,26 @@ mod tests {
             value,
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"team": "a"}}, "spec": {}, "status": {}})
         );
+    }
+
+    #[test]
+    fn decodes_the_bytes_kubectl_1_32_sent() {
+        // `kubectl create namespace shop`, captured.
+        let body = hex(
+            "6b3873000a0f0a02763112094e616d657370616365121c0a140a0473686f7012001a0022002a0032003800420012001a020a001a002200",
+        );
+        let value = decode(&body, &kind::NAMESPACE).unwrap();
+        assert_eq!(
+            value,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}, "spec": {}, "status": {}})
+        );
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]

@@ -1,0 +1,197 @@
+//! A control plane per test, a kubeconfig pointing at it, and the clients that talk to
+//! it: `kubectl`, `skiff`, and raw HTTP for inputs no client would send.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use skiff_e2e::process::{Process, free_port, sibling_binary};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The workspace root: manifests are addressed from here.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A running single-member control plane and a client setup for it.
+pub struct ControlPlane {
+    /// `127.0.0.1:PORT` of the API.
+    pub address: String,
+    /// A kubeconfig naming the API (in `scratch`).
+    pub kubeconfig: PathBuf,
+    /// Files a test writes (kubectl's cache, edited manifests).
+    pub scratch: tempfile::TempDir,
+    process: Process,
+}
+
+impl ControlPlane {
+    /// Starts `skiff-control-plane` on free ports and waits until it serves.
+    pub async fn start() -> Self {
+        let binary = sibling_binary("skiff-control-plane").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let args = vec![
+            "--data-dir".to_owned(),
+            dir.path().display().to_string(),
+            "--listen-peer".to_owned(),
+            format!("127.0.0.1:{}", free_port().unwrap()),
+            "--listen-api".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        let mut process = Process::spawn("skiff-control-plane", &binary, &args, dir).unwrap();
+        let line = process
+            .wait_for_line("serving the API on", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let url = line.rsplit(' ').next().unwrap().to_owned();
+        let address = url.trim_start_matches("http://").to_owned();
+        let scratch = tempfile::tempdir().unwrap();
+        let kubeconfig = scratch.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {url}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\nusers:\n- name: admin\n  user: {{}}\ncurrent-context: skiff\n"
+            ),
+        )
+        .unwrap();
+        let plane = Self {
+            address,
+            kubeconfig,
+            scratch,
+            process,
+        };
+        // The system namespaces are created in the background; wait for `default`.
+        for _ in 0..200 {
+            let (code, _) = plane
+                .http("GET", "/api/v1/namespaces/default", "", b"")
+                .await;
+            if code == 200 {
+                return plane;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the default namespace was not created");
+    }
+
+    /// The control plane's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid().unwrap()
+    }
+
+    /// Runs the real kubectl against this control plane.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.run("kubectl", args, None)
+    }
+
+    /// Runs `skiff` against this control plane.
+    pub fn skiff(&self, args: &[&str]) -> Output {
+        let binary = sibling_binary("skiff").unwrap();
+        self.run(binary.to_str().unwrap(), args, None)
+    }
+
+    /// Runs a client with `stdin` as its input.
+    pub fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.scratch.path())
+            .current_dir(workspace())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if program == "kubectl" {
+            command
+                .arg("--cache-dir")
+                .arg(self.scratch.path().join("kube-cache"));
+        }
+        let mut child = command.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut input, stdin.unwrap_or_default().as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Writes `text` to a scratch file and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let path = self.scratch.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    /// One raw HTTP/1.1 request; returns the status code and the body as JSON (or as
+    /// a JSON string when it is not JSON).
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> (u16, Value) {
+        let mut stream = TcpStream::connect(&self.address).await.unwrap();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.address,
+            body.len()
+        );
+        if !content_type.is_empty() {
+            request.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // The server may answer (413) before reading a large body; a failed write of
+        // the rest is expected then.
+        let _ = stream.write_all(body).await;
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+            .await
+            .expect("the server answers within 30 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let code = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
+        (code, body)
+    }
+}
+
+/// A client's stdout.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A client's stderr.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the command succeeded and returns its stdout.
+#[track_caller]
+pub fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}\n{}",
+        stderr(output),
+        stdout(output)
+    );
+    stdout(output)
+}
+
+/// Asserts the command failed and returns its stderr.
+#[track_caller]
+pub fn fails(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "command succeeded unexpectedly: {}",
+        stdout(output)
+    );
+    stderr(output)
+}
