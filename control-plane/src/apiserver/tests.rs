@@ -12,11 +12,17 @@ use super::*;
 use crate::store::{Config, Store, Tuning};
 
 async fn registry() -> (TempDir, Registry) {
+    registry_keeping(Tuning::default().history_revisions).await
+}
+
+/// A registry whose store keeps `history_revisions` revisions of watch history.
+async fn registry_keeping(history_revisions: u64) -> (TempDir, Registry) {
     let dir = tempfile::tempdir().unwrap();
     let tuning = Tuning {
         election_timeout_min: Duration::from_millis(150),
         election_timeout_max: Duration::from_millis(300),
         heartbeat_interval: Duration::from_millis(50),
+        history_revisions,
         ..Tuning::default()
     };
     let store = Store::open(Config {
@@ -498,4 +504,178 @@ async fn bound_pods_and_finalizers_delete_gracefully() {
         404,
         "removing the last finalizer deletes"
     );
+}
+
+/// Reads watch lines until `count` events have arrived (or 5 s pass).
+async fn events(watch: &mut super::watch::Watch, count: usize) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.len() < count {
+        let chunk = tokio::time::timeout_at(deadline, watch.next_chunk())
+            .await
+            .unwrap_or_else(|_| panic!("only {seen:?} within 5 s"))
+            .unwrap_or_else(|| panic!("the watch ended after {seen:?}"));
+        for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let event: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let name = event["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            seen.push((event["type"].as_str().unwrap().to_owned(), name));
+        }
+    }
+    seen
+}
+
+fn watch_params(resource_version: Option<u64>) -> super::watch::WatchParams {
+    super::watch::WatchParams {
+        resource_version,
+        timeout: Duration::from_secs(30),
+        bookmarks: false,
+        send_initial_events: false,
+        table: None,
+    }
+}
+
+fn pair(event: &str, name: &str) -> (String, String) {
+    (event.to_owned(), name.to_owned())
+}
+
+#[tokio::test]
+async fn watch_sends_current_state_then_changes_in_order() {
+    let (_dir, registry) = registry().await;
+    let first = registry
+        .create(pod("a", json!({})), Some("default"), "test")
+        .await
+        .unwrap();
+    registry
+        .create(pod("b", json!({})), Some("default"), "test")
+        .await
+        .unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut from_now = super::watch::Watch::start(
+        &registry,
+        &POD,
+        Some("default"),
+        ListOptions::default(),
+        watch_params(None),
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let first_rv: u64 = first
+        .metadata()
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut from_first = super::watch::Watch::start(
+        &registry,
+        &POD,
+        Some("default"),
+        ListOptions::default(),
+        watch_params(Some(first_rv)),
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        events(&mut from_now, 2).await,
+        [pair("ADDED", "a"), pair("ADDED", "b")]
+    );
+    let mut relabelled = registry.get(&POD, Some("default"), "a").await.unwrap();
+    relabelled.metadata_mut().labels = Some([("x".to_owned(), "y".to_owned())].into());
+    registry
+        .update(relabelled, Some("default"), "a", Writer::main("test"))
+        .await
+        .unwrap();
+    registry
+        .delete(&POD, Some("default"), "b", &DeleteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        events(&mut from_now, 2).await,
+        [pair("MODIFIED", "a"), pair("DELETED", "b")]
+    );
+    assert_eq!(
+        events(&mut from_first, 3).await,
+        [
+            pair("ADDED", "b"),
+            pair("MODIFIED", "a"),
+            pair("DELETED", "b")
+        ],
+        "a watch from a revision starts right after it"
+    );
+    cancel.cancel();
+    assert!(
+        from_now.next_chunk().await.is_none(),
+        "shutdown ends watches"
+    );
+}
+
+#[tokio::test]
+async fn watch_selectors_turn_transitions_into_added_and_deleted() {
+    let (_dir, registry) = registry().await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let options = ListOptions {
+        labels: Some(Selector::parse("app=web").unwrap()),
+        ..Default::default()
+    };
+    let mut params = watch_params(None);
+    params.timeout = Duration::from_secs(3);
+    let mut web = super::watch::Watch::start(&registry, &POD, None, options, params, cancel)
+        .await
+        .unwrap();
+    registry
+        .create(pod("p", json!({"app": "db"})), Some("default"), "test")
+        .await
+        .unwrap();
+    for app in ["web", "db"] {
+        let mut changed = registry.get(&POD, Some("default"), "p").await.unwrap();
+        changed.metadata_mut().labels = Some([("app".to_owned(), app.to_owned())].into());
+        registry
+            .update(changed, Some("default"), "p", Writer::main("test"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        events(&mut web, 2).await,
+        [pair("ADDED", "p"), pair("DELETED", "p")],
+        "the db pod is invisible until it matches, and leaves when it stops"
+    );
+    let started = std::time::Instant::now();
+    assert!(
+        web.next_chunk().await.is_none(),
+        "timeoutSeconds ends the watch"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_revision_is_a_410_error_event() {
+    let (_dir, registry) = registry_keeping(3).await;
+    for idx in 0..8 {
+        registry
+            .create(pod(&format!("p{idx}"), json!({})), Some("default"), "test")
+            .await
+            .unwrap();
+    }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut old = super::watch::Watch::start(
+        &registry,
+        &POD,
+        None,
+        ListOptions::default(),
+        watch_params(Some(1)),
+        cancel,
+    )
+    .await
+    .unwrap();
+    let chunk = old.next_chunk().await.unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&chunk).unwrap();
+    assert_eq!(event["type"], "ERROR");
+    assert_eq!(event["object"]["code"], 410);
+    assert_eq!(event["object"]["reason"], "Expired");
+    assert!(old.next_chunk().await.is_none(), "then the watch ends");
 }
