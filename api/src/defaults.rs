@@ -95,10 +95,11 @@ fn pod_template(template: &mut PodTemplateSpec) {
     pod_spec(template.spec.get_or_insert_with(Default::default));
 }
 
-/// Pod spec defaults (also for templates): restart policy, grace period, and
+/// Pod spec defaults (also for templates): restart and DNS policy, grace period, and
 /// per-container defaults.
 pub fn pod_spec(spec: &mut PodSpec) {
     default_text(&mut spec.restart_policy, "Always");
+    default_text(&mut spec.dns_policy, "ClusterFirst");
     spec.termination_grace_period_seconds
         .get_or_insert(TERMINATION_GRACE_PERIOD_SECONDS);
     let host_network = spec.host_network.unwrap_or(false);

@@ -23,6 +23,7 @@ const IMPLEMENTED_FIELDS: &[(&str, &[&str])] = &[
             "initContainers",
             "volumes",
             "restartPolicy",
+            "dnsPolicy",
             "nodeName",
             "nodeSelector",
             "tolerations",

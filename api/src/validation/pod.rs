@@ -116,6 +116,12 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &FieldPath, errors: &mut Vec<Fiel
         &path.child("restartPolicy"),
         errors,
     );
+    one_of(
+        spec.dns_policy.as_deref(),
+        &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
+        &path.child("dnsPolicy"),
+        errors,
+    );
     non_negative(
         spec.termination_grace_period_seconds,
         &path.child("terminationGracePeriodSeconds"),
