@@ -70,7 +70,7 @@ async fn ensure_system_namespaces(registry: apiserver::Registry, shutdown: Cance
         loop {
             let created = tokio::select! {
                 () = shutdown.cancelled() => return,
-                created = registry.create(Object::from(namespace.clone()), None, "skiff-control-plane") => created,
+                created = registry.create(Object::from(namespace.clone()), None, apiserver::Writer::main("skiff-control-plane")) => created,
             };
             match created {
                 Ok(_) => break,

@@ -37,6 +37,8 @@ struct Call {
     table: Option<IncludeObject>,
     /// `fieldManager`, or the user agent's product name as Kubernetes derives it.
     manager: String,
+    /// `dryRun=All`: run everything but the store write.
+    dry_run: bool,
 }
 
 impl Call {
@@ -45,11 +47,15 @@ impl Call {
             form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
                 .into_owned()
                 .collect();
-        if params.contains_key("dryRun") {
-            return Err(ApiError::bad_request(
-                "dryRun is not supported by this server",
-            ));
-        }
+        let dry_run = match params.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+                )));
+            }
+        };
         let accept = header(request, ACCEPT.as_str());
         let table = accept
             .split(',')
@@ -78,7 +84,18 @@ impl Call {
             params,
             table,
             manager,
+            dry_run,
         })
+    }
+
+    /// The writer of a write through `part`.
+    fn writer(&self, part: Part) -> Writer<'_> {
+        Writer {
+            manager: &self.manager,
+            part,
+            apply: false,
+            dry_run: self.dry_run,
+        }
     }
 
     fn param(&self, name: &str) -> Option<&str> {
@@ -197,7 +214,7 @@ async fn main_resource(
             }
             let created = ctx
                 .registry
-                .create(object, namespace, &call.manager)
+                .create(object, namespace, call.writer(Part::Main))
                 .await?;
             Ok(reply(StatusCode::CREATED, &created.to_value(), &warnings))
         }
@@ -207,7 +224,7 @@ async fn main_resource(
             check_name(&object, name)?;
             let updated = ctx
                 .registry
-                .update(object, namespace, name, Writer::main(&call.manager))
+                .update(object, namespace, name, call.writer(Part::Main))
                 .await?;
             Ok(reply(StatusCode::OK, &updated.to_value(), &warnings))
         }
@@ -337,26 +354,16 @@ async fn patch(
     let mut warnings = Vec::new();
     let written = ctx
         .registry
-        .write(
-            kind,
-            namespace,
-            name,
-            Writer {
-                manager: &call.manager,
-                part,
-                apply: false,
-            },
-            |current| {
-                let current = current.ok_or_else(|| ApiError::not_found(kind, name))?;
-                let patched =
-                    skiff_api::patch::patch(kind, &current.to_value(), &patch_value, patch_type)
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-                let decoded =
-                    Object::decode(kind, patched, validation).map_err(|e| ApiError::decode(&e))?;
-                warnings = decoded.warnings;
-                Ok(decoded.object)
-            },
-        )
+        .write(kind, namespace, name, call.writer(part), |current| {
+            let current = current.ok_or_else(|| ApiError::not_found(kind, name))?;
+            let patched =
+                skiff_api::patch::patch(kind, &current.to_value(), &patch_value, patch_type)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let decoded =
+                Object::decode(kind, patched, validation).map_err(|e| ApiError::decode(&e))?;
+            warnings = decoded.warnings;
+            Ok(decoded.object)
+        })
         .await?;
     Ok(reply(StatusCode::OK, &written.object.to_value(), &warnings))
 }
@@ -417,6 +424,7 @@ async fn apply(
                 manager: &manager,
                 part: Part::Main,
                 apply: true,
+                dry_run: call.dry_run,
             },
             |current| {
                 let live = current.map(Object::to_value);
@@ -470,16 +478,7 @@ async fn status(
             check_name(&object, name)?;
             let updated = ctx
                 .registry
-                .update(
-                    object,
-                    namespace,
-                    name,
-                    Writer {
-                        manager: &call.manager,
-                        part: Part::Status,
-                        apply: false,
-                    },
-                )
+                .update(object, namespace, name, call.writer(Part::Status))
                 .await?;
             Ok(reply(StatusCode::OK, &updated.to_value(), &warnings))
         }
@@ -571,47 +570,37 @@ async fn scale(
     };
     let written = ctx
         .registry
-        .write(
-            kind,
-            namespace,
-            name,
-            Writer::main(&call.manager),
-            |current| {
-                let current = current.ok_or_else(|| ApiError::not_found(kind, name))?;
-                let new_scale = change(&scale_of(current))?;
-                let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
-                let invalid = |detail: &str| {
-                    ApiError::invalid_other(
-                        "Scale.autoscaling",
-                        name,
-                        &[FieldError::invalid(
-                            &FieldPath::new("spec").child("replicas"),
-                            replicas,
-                            detail,
-                        )],
-                    )
-                };
-                if replicas < 0 {
-                    return Err(invalid("must be greater than or equal to 0"));
-                }
-                let replicas = i32::try_from(replicas)
-                    .map_err(|_| invalid("must be less than or equal to 2147483647"))?;
-                let mut object = current.clone();
-                object.metadata_mut().resource_version = new_scale["metadata"]["resourceVersion"]
-                    .as_str()
-                    .map(str::to_owned);
-                match &mut object {
-                    Object::Deployment(d) => {
-                        d.spec.get_or_insert_default().replicas = Some(replicas)
-                    }
-                    Object::ReplicaSet(r) => {
-                        r.spec.get_or_insert_default().replicas = Some(replicas)
-                    }
-                    _ => {}
-                }
-                Ok(object)
-            },
-        )
+        .write(kind, namespace, name, call.writer(Part::Main), |current| {
+            let current = current.ok_or_else(|| ApiError::not_found(kind, name))?;
+            let new_scale = change(&scale_of(current))?;
+            let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
+            let invalid = |detail: &str| {
+                ApiError::invalid_other(
+                    "Scale.autoscaling",
+                    name,
+                    &[FieldError::invalid(
+                        &FieldPath::new("spec").child("replicas"),
+                        replicas,
+                        detail,
+                    )],
+                )
+            };
+            if replicas < 0 {
+                return Err(invalid("must be greater than or equal to 0"));
+            }
+            let replicas = i32::try_from(replicas)
+                .map_err(|_| invalid("must be less than or equal to 2147483647"))?;
+            let mut object = current.clone();
+            object.metadata_mut().resource_version = new_scale["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_owned);
+            match &mut object {
+                Object::Deployment(d) => d.spec.get_or_insert_default().replicas = Some(replicas),
+                Object::ReplicaSet(r) => r.spec.get_or_insert_default().replicas = Some(replicas),
+                _ => {}
+            }
+            Ok(object)
+        })
         .await?;
     Ok(reply(StatusCode::OK, &scale_of(&written.object), &[]))
 }
@@ -638,7 +627,7 @@ async fn bind(
             &kind::POD,
             namespace,
             name,
-            Writer::main(&call.manager),
+            call.writer(Part::Main),
             |current| {
                 let Some(Object::Pod(pod)) = current else {
                     return Err(ApiError::not_found(&kind::POD, name));
@@ -933,5 +922,10 @@ async fn delete_options(
         resource_version: text(&body["preconditions"]["resourceVersion"]),
         grace_period_seconds,
         propagation_policy,
+        // kubectl puts dryRun in the DeleteOptions body.
+        dry_run: call.dry_run
+            || body["dryRun"]
+                .as_array()
+                .is_some_and(|modes| modes.iter().any(|m| m == "All")),
     })
 }

@@ -5,41 +5,68 @@
 //! The raw object is decoded into JSON by a small table of message layouts (field
 //! number → JSON name and type) taken from Kubernetes' `generated.proto`; fields not in
 //! the table are refused rather than dropped, so nothing a client sent is silently
-//! lost.
+//! lost. The tables hold the fields Skiff implements plus those Go always writes (its
+//! non-pointer fields, sent even when zero); a zero that Go's JSON would omit is skipped,
+//! and a nonzero value of a field Skiff does not implement reaches strict decoding, which
+//! names it.
 
 use serde_json::{Map, Value, json};
 use skiff_api::ResourceKind;
 
 use super::error::ApiError;
 
-/// What a field holds.
+/// What a field holds. Go writes every non-pointer field, zero or not, and a pointer
+/// field whenever it is set, so the two are told apart: a zero in a plain field means
+/// "unset" and is skipped the way Go's JSON (`omitempty`) skips it, while a zero in a
+/// pointer field (`replicas: 0`) is a value and is kept.
 #[derive(Clone, Copy)]
 enum FieldType {
+    /// `string`; empty is skipped.
     String,
+    /// `int32`/`int64`; zero is skipped.
     Int,
+    /// `*int32`/`*int64`: kept when zero.
+    OptionalInt,
+    /// `bool`; false is skipped.
     Bool,
+    /// `*bool`: kept when false.
+    OptionalBool,
     /// `map<string,string>` (repeated entries `{1: key, 2: value}`).
     StringMap,
+    /// `map<string,Quantity>` → `{key: "quantity"}`.
+    QuantityMap,
+    /// `resource.Quantity` `{1: string}` → its string.
+    Quantity,
+    /// `intstr.IntOrString` `{1: type (0 int, 1 string), 2: intVal, 3: strVal}` → a JSON
+    /// number or string. Kept even when zero: Kubernetes defaults a zero `targetPort`
+    /// itself, and a pointer `maxUnavailable: 0` is a value.
+    IntOrString,
     /// `repeated string`.
     Strings,
-    /// A nested message.
+    /// A nested message. Kept even when empty: Go writes a non-pointer struct always and
+    /// its JSON has it too (`strategy: {}`, `resources: {}`).
     Message(&'static Layout),
     /// `repeated` nested messages.
     Messages(&'static Layout),
-    /// `meta/v1 Time` `{1: seconds, 2: nanos}` → RFC 3339.
+    /// A nested message whose fields JSON inlines into this one (`json:",inline"`, as
+    /// `Volume` does with `VolumeSource`).
+    Inline(&'static Layout),
+    /// `meta/v1 Time` `{1: seconds, 2: nanos}` → RFC 3339; Go's zero time is skipped.
     Time,
 }
 
 /// One message layout: `(field number, JSON name, type)`.
 type Layout = [(u64, &'static str, FieldType)];
 
+// meta/v1 (k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto).
+
 const OWNER_REFERENCE: &Layout = &[
     (1, "kind", FieldType::String),
     (3, "name", FieldType::String),
     (4, "uid", FieldType::String),
     (5, "apiVersion", FieldType::String),
-    (6, "controller", FieldType::Bool),
-    (7, "blockOwnerDeletion", FieldType::Bool),
+    (6, "controller", FieldType::OptionalBool),
+    (7, "blockOwnerDeletion", FieldType::OptionalBool),
 ];
 
 const OBJECT_META: &Layout = &[
@@ -51,11 +78,30 @@ const OBJECT_META: &Layout = &[
     (6, "resourceVersion", FieldType::String),
     (7, "generation", FieldType::Int),
     (8, "creationTimestamp", FieldType::Time),
+    (9, "deletionTimestamp", FieldType::Time),
+    (10, "deletionGracePeriodSeconds", FieldType::OptionalInt),
     (11, "labels", FieldType::StringMap),
     (12, "annotations", FieldType::StringMap),
     (13, "ownerReferences", FieldType::Messages(OWNER_REFERENCE)),
     (14, "finalizers", FieldType::Strings),
 ];
+
+const LABEL_SELECTOR_REQUIREMENT: &Layout = &[
+    (1, "key", FieldType::String),
+    (2, "operator", FieldType::String),
+    (3, "values", FieldType::Strings),
+];
+
+const LABEL_SELECTOR: &Layout = &[
+    (1, "matchLabels", FieldType::StringMap),
+    (
+        2,
+        "matchExpressions",
+        FieldType::Messages(LABEL_SELECTOR_REQUIREMENT),
+    ),
+];
+
+// core/v1 (k8s.io/api/core/v1/generated.proto).
 
 const NAMESPACE_SPEC: &Layout = &[(1, "finalizers", FieldType::Strings)];
 
@@ -67,10 +113,269 @@ const NAMESPACE: &Layout = &[
     (3, "status", FieldType::Message(NAMESPACE_STATUS)),
 ];
 
+const CONTAINER_PORT: &Layout = &[
+    (1, "name", FieldType::String),
+    (2, "hostPort", FieldType::Int),
+    (3, "containerPort", FieldType::Int),
+    (4, "protocol", FieldType::String),
+    (5, "hostIP", FieldType::String),
+];
+
+const ENV_VAR: &Layout = &[
+    (1, "name", FieldType::String),
+    (2, "value", FieldType::String),
+];
+
+const RESOURCE_REQUIREMENTS: &Layout = &[
+    (1, "limits", FieldType::QuantityMap),
+    (2, "requests", FieldType::QuantityMap),
+];
+
+const VOLUME_MOUNT: &Layout = &[
+    (1, "name", FieldType::String),
+    (2, "readOnly", FieldType::Bool),
+    (3, "mountPath", FieldType::String),
+    (4, "subPath", FieldType::String),
+    (6, "subPathExpr", FieldType::String),
+];
+
+const EXEC_ACTION: &Layout = &[(1, "command", FieldType::Strings)];
+
+const HTTP_HEADER: &Layout = &[
+    (1, "name", FieldType::String),
+    (2, "value", FieldType::String),
+];
+
+const HTTP_GET_ACTION: &Layout = &[
+    (1, "path", FieldType::String),
+    (2, "port", FieldType::IntOrString),
+    (3, "host", FieldType::String),
+    (4, "scheme", FieldType::String),
+    (5, "httpHeaders", FieldType::Messages(HTTP_HEADER)),
+];
+
+const TCP_SOCKET_ACTION: &Layout = &[
+    (1, "port", FieldType::IntOrString),
+    (2, "host", FieldType::String),
+];
+
+const PROBE_HANDLER: &Layout = &[
+    (1, "exec", FieldType::Message(EXEC_ACTION)),
+    (2, "httpGet", FieldType::Message(HTTP_GET_ACTION)),
+    (3, "tcpSocket", FieldType::Message(TCP_SOCKET_ACTION)),
+];
+
+const PROBE: &Layout = &[
+    (1, "handler", FieldType::Inline(PROBE_HANDLER)),
+    (2, "initialDelaySeconds", FieldType::Int),
+    (3, "timeoutSeconds", FieldType::Int),
+    (4, "periodSeconds", FieldType::Int),
+    (5, "successThreshold", FieldType::Int),
+    (6, "failureThreshold", FieldType::Int),
+];
+
+const CONTAINER: &Layout = &[
+    (1, "name", FieldType::String),
+    (2, "image", FieldType::String),
+    (3, "command", FieldType::Strings),
+    (4, "args", FieldType::Strings),
+    (5, "workingDir", FieldType::String),
+    (6, "ports", FieldType::Messages(CONTAINER_PORT)),
+    (7, "env", FieldType::Messages(ENV_VAR)),
+    (8, "resources", FieldType::Message(RESOURCE_REQUIREMENTS)),
+    (9, "volumeMounts", FieldType::Messages(VOLUME_MOUNT)),
+    (10, "livenessProbe", FieldType::Message(PROBE)),
+    (11, "readinessProbe", FieldType::Message(PROBE)),
+    (13, "terminationMessagePath", FieldType::String),
+    (14, "imagePullPolicy", FieldType::String),
+    (16, "stdin", FieldType::Bool),
+    (17, "stdinOnce", FieldType::Bool),
+    (18, "tty", FieldType::Bool),
+    (20, "terminationMessagePolicy", FieldType::String),
+    (22, "startupProbe", FieldType::Message(PROBE)),
+];
+
+const HOST_PATH_VOLUME_SOURCE: &Layout = &[
+    (1, "path", FieldType::String),
+    (2, "type", FieldType::String),
+];
+
+const EMPTY_DIR_VOLUME_SOURCE: &Layout = &[
+    (1, "medium", FieldType::String),
+    (2, "sizeLimit", FieldType::Quantity),
+];
+
+const VOLUME_SOURCE: &Layout = &[
+    (1, "hostPath", FieldType::Message(HOST_PATH_VOLUME_SOURCE)),
+    (2, "emptyDir", FieldType::Message(EMPTY_DIR_VOLUME_SOURCE)),
+];
+
+const VOLUME: &Layout = &[
+    (1, "name", FieldType::String),
+    (2, "volumeSource", FieldType::Inline(VOLUME_SOURCE)),
+];
+
+const TOLERATION: &Layout = &[
+    (1, "key", FieldType::String),
+    (2, "operator", FieldType::String),
+    (3, "value", FieldType::String),
+    (4, "effect", FieldType::String),
+    (5, "tolerationSeconds", FieldType::OptionalInt),
+];
+
+const POD_SPEC: &Layout = &[
+    (1, "volumes", FieldType::Messages(VOLUME)),
+    (2, "containers", FieldType::Messages(CONTAINER)),
+    (3, "restartPolicy", FieldType::String),
+    (4, "terminationGracePeriodSeconds", FieldType::OptionalInt),
+    (6, "dnsPolicy", FieldType::String),
+    (7, "nodeSelector", FieldType::StringMap),
+    (8, "serviceAccountName", FieldType::String),
+    (9, "serviceAccount", FieldType::String),
+    (10, "nodeName", FieldType::String),
+    (11, "hostNetwork", FieldType::Bool),
+    (12, "hostPID", FieldType::Bool),
+    (13, "hostIPC", FieldType::Bool),
+    (16, "hostname", FieldType::String),
+    (17, "subdomain", FieldType::String),
+    (19, "schedulerName", FieldType::String),
+    (20, "initContainers", FieldType::Messages(CONTAINER)),
+    (22, "tolerations", FieldType::Messages(TOLERATION)),
+    (24, "priorityClassName", FieldType::String),
+];
+
+const POD_STATUS: &Layout = &[
+    (1, "phase", FieldType::String),
+    (3, "message", FieldType::String),
+    (4, "reason", FieldType::String),
+    (5, "hostIP", FieldType::String),
+    (6, "podIP", FieldType::String),
+    (7, "startTime", FieldType::Time),
+    (9, "qosClass", FieldType::String),
+    (11, "nominatedNodeName", FieldType::String),
+    (14, "resize", FieldType::String),
+    (17, "observedGeneration", FieldType::Int),
+];
+
+const POD: &Layout = &[
+    (1, "metadata", FieldType::Message(OBJECT_META)),
+    (2, "spec", FieldType::Message(POD_SPEC)),
+    (3, "status", FieldType::Message(POD_STATUS)),
+];
+
+const POD_TEMPLATE_SPEC: &Layout = &[
+    (1, "metadata", FieldType::Message(OBJECT_META)),
+    (2, "spec", FieldType::Message(POD_SPEC)),
+];
+
+const SERVICE_PORT: &Layout = &[
+    (1, "name", FieldType::String),
+    (2, "protocol", FieldType::String),
+    (3, "port", FieldType::Int),
+    (4, "targetPort", FieldType::IntOrString),
+    (5, "nodePort", FieldType::Int),
+    (6, "appProtocol", FieldType::String),
+];
+
+const CLIENT_IP_CONFIG: &Layout = &[(1, "timeoutSeconds", FieldType::OptionalInt)];
+
+const SESSION_AFFINITY_CONFIG: &Layout = &[(1, "clientIP", FieldType::Message(CLIENT_IP_CONFIG))];
+
+const SERVICE_SPEC: &Layout = &[
+    (1, "ports", FieldType::Messages(SERVICE_PORT)),
+    (2, "selector", FieldType::StringMap),
+    (3, "clusterIP", FieldType::String),
+    (4, "type", FieldType::String),
+    (7, "sessionAffinity", FieldType::String),
+    (8, "loadBalancerIP", FieldType::String),
+    (10, "externalName", FieldType::String),
+    (11, "externalTrafficPolicy", FieldType::String),
+    (12, "healthCheckNodePort", FieldType::Int),
+    (13, "publishNotReadyAddresses", FieldType::Bool),
+    (
+        14,
+        "sessionAffinityConfig",
+        FieldType::Message(SESSION_AFFINITY_CONFIG),
+    ),
+    (17, "ipFamilyPolicy", FieldType::String),
+    (18, "clusterIPs", FieldType::Strings),
+    (19, "ipFamilies", FieldType::Strings),
+    (20, "allocateLoadBalancerNodePorts", FieldType::OptionalBool),
+    (22, "internalTrafficPolicy", FieldType::String),
+];
+
+/// `ingress` is left out: only a load balancer writes it.
+const LOAD_BALANCER_STATUS: &Layout = &[];
+
+const SERVICE_STATUS: &Layout = &[(1, "loadBalancer", FieldType::Message(LOAD_BALANCER_STATUS))];
+
+const SERVICE: &Layout = &[
+    (1, "metadata", FieldType::Message(OBJECT_META)),
+    (2, "spec", FieldType::Message(SERVICE_SPEC)),
+    (3, "status", FieldType::Message(SERVICE_STATUS)),
+];
+
+// apps/v1 (k8s.io/api/apps/v1/generated.proto).
+
+const ROLLING_UPDATE_DEPLOYMENT: &Layout = &[
+    (1, "maxUnavailable", FieldType::IntOrString),
+    (2, "maxSurge", FieldType::IntOrString),
+];
+
+const DEPLOYMENT_STRATEGY: &Layout = &[
+    (1, "type", FieldType::String),
+    (
+        2,
+        "rollingUpdate",
+        FieldType::Message(ROLLING_UPDATE_DEPLOYMENT),
+    ),
+];
+
+const DEPLOYMENT_SPEC: &Layout = &[
+    (1, "replicas", FieldType::OptionalInt),
+    (2, "selector", FieldType::Message(LABEL_SELECTOR)),
+    (3, "template", FieldType::Message(POD_TEMPLATE_SPEC)),
+    (4, "strategy", FieldType::Message(DEPLOYMENT_STRATEGY)),
+    (5, "minReadySeconds", FieldType::Int),
+    (6, "revisionHistoryLimit", FieldType::OptionalInt),
+    (7, "paused", FieldType::Bool),
+    (9, "progressDeadlineSeconds", FieldType::OptionalInt),
+];
+
+const DEPLOYMENT_CONDITION: &Layout = &[
+    (1, "type", FieldType::String),
+    (2, "status", FieldType::String),
+    (4, "reason", FieldType::String),
+    (5, "message", FieldType::String),
+    (6, "lastUpdateTime", FieldType::Time),
+    (7, "lastTransitionTime", FieldType::Time),
+];
+
+const DEPLOYMENT_STATUS: &Layout = &[
+    (1, "observedGeneration", FieldType::Int),
+    (2, "replicas", FieldType::Int),
+    (3, "updatedReplicas", FieldType::Int),
+    (4, "availableReplicas", FieldType::Int),
+    (5, "unavailableReplicas", FieldType::Int),
+    (6, "conditions", FieldType::Messages(DEPLOYMENT_CONDITION)),
+    (7, "readyReplicas", FieldType::Int),
+    (8, "collisionCount", FieldType::OptionalInt),
+    (9, "terminatingReplicas", FieldType::OptionalInt),
+];
+
+const DEPLOYMENT: &Layout = &[
+    (1, "metadata", FieldType::Message(OBJECT_META)),
+    (2, "spec", FieldType::Message(DEPLOYMENT_SPEC)),
+    (3, "status", FieldType::Message(DEPLOYMENT_STATUS)),
+];
+
 /// The layout of a kind's top-level message, for the kinds decoded from protobuf.
 fn layout_of(kind: &ResourceKind) -> Option<&'static Layout> {
-    match kind.kind {
-        "Namespace" => Some(NAMESPACE),
+    match (kind.api_version, kind.kind) {
+        ("v1", "Namespace") => Some(NAMESPACE),
+        ("v1", "Pod") => Some(POD),
+        ("v1", "Service") => Some(SERVICE),
+        ("apps/v1", "Deployment") => Some(DEPLOYMENT),
         _ => None,
     }
 }
@@ -124,6 +429,16 @@ fn text(bytes: &[u8]) -> Result<String, ApiError> {
 /// Decodes one message by its layout.
 fn message(bytes: &[u8], layout: &'static Layout) -> Result<Map<String, Value>, ApiError> {
     let mut object = Map::new();
+    fill(&mut object, bytes, layout)?;
+    Ok(object)
+}
+
+/// Decodes the fields of one message into `object`.
+fn fill(
+    object: &mut Map<String, Value>,
+    bytes: &[u8],
+    layout: &'static Layout,
+) -> Result<(), ApiError> {
     for field in Reader::new(bytes) {
         let (number, wire) = field?;
         let Some((_, name, field_type)) = layout.iter().find(|(n, _, _)| *n == number) else {
@@ -134,71 +449,138 @@ fn message(bytes: &[u8], layout: &'static Layout) -> Result<Map<String, Value>, 
         let name = (*name).to_owned();
         match (field_type, wire) {
             // Go writes zero values that its JSON form omits (`omitempty`): skip them.
-            (FieldType::String, Wire::Bytes([])) | (FieldType::Int, Wire::Varint(0)) => {}
+            (FieldType::String, Wire::Bytes([]))
+            | (FieldType::Int | FieldType::Bool, Wire::Varint(0)) => {}
             (FieldType::String, Wire::Bytes(bytes)) => {
                 object.insert(name, Value::String(text(bytes)?));
             }
-            (FieldType::Int, Wire::Varint(value)) => {
-                // int64 in two's complement.
-                #[expect(
-                    clippy::cast_possible_wrap,
-                    reason = "protobuf int64 is two's complement"
-                )]
-                object.insert(name, json!(value as i64));
+            (FieldType::Int | FieldType::OptionalInt, Wire::Varint(value)) => {
+                object.insert(name, json!(integer(value)));
             }
-            (FieldType::Bool, Wire::Varint(value)) => {
+            (FieldType::Bool | FieldType::OptionalBool, Wire::Varint(value)) => {
                 object.insert(name, Value::Bool(value != 0));
             }
             (FieldType::StringMap, Wire::Bytes(bytes)) => {
-                let (mut key, mut value) = (String::new(), String::new());
-                for entry in Reader::new(bytes) {
-                    match entry? {
-                        (1, Wire::Bytes(b)) => key = text(b)?,
-                        (2, Wire::Bytes(b)) => value = text(b)?,
-                        _ => return Err(bad("malformed map entry")),
-                    }
-                }
-                let map = object.entry(name).or_insert_with(|| json!({}));
-                map[key] = Value::String(value);
+                let (key, value) = map_entry(bytes, text)?;
+                insert_entry(object, name, key, Value::String(value));
+            }
+            (FieldType::QuantityMap, Wire::Bytes(bytes)) => {
+                let (key, value) = map_entry(bytes, quantity)?;
+                insert_entry(object, name, key, Value::String(value));
+            }
+            (FieldType::Quantity, Wire::Bytes(bytes)) => {
+                object.insert(name, Value::String(quantity(bytes)?));
+            }
+            (FieldType::IntOrString, Wire::Bytes(bytes)) => {
+                object.insert(name, int_or_string(bytes)?);
             }
             (FieldType::Strings, Wire::Bytes(bytes)) => {
-                let list = object.entry(name).or_insert_with(|| json!([]));
-                if let Value::Array(items) = list {
-                    items.push(Value::String(text(bytes)?));
-                }
+                push(object, name, Value::String(text(bytes)?));
             }
             (FieldType::Message(inner), Wire::Bytes(bytes)) => {
                 object.insert(name, Value::Object(message(bytes, inner)?));
             }
             (FieldType::Messages(inner), Wire::Bytes(bytes)) => {
-                let item = Value::Object(message(bytes, inner)?);
-                let list = object.entry(name).or_insert_with(|| json!([]));
-                if let Value::Array(items) = list {
-                    items.push(item);
-                }
+                push(object, name, Value::Object(message(bytes, inner)?));
             }
+            (FieldType::Inline(inner), Wire::Bytes(bytes)) => fill(object, bytes, inner)?,
             (FieldType::Time, Wire::Bytes(bytes)) => {
-                let mut seconds = 0_i64;
-                for part in Reader::new(bytes) {
-                    if let (1, Wire::Varint(value)) = part? {
-                        seconds = i64::try_from(value).map_err(|_| bad("time out of range"))?;
-                    }
+                if let Some(time) = time(bytes)? {
+                    object.insert(name, Value::String(time));
                 }
-                // Go's zero time is what an unset timestamp looks like.
-                if seconds == 0 {
-                    continue;
-                }
-                let time = skiff_api::meta::jiff::Timestamp::from_second(seconds)
-                    .map_err(|_| bad("time out of range"))?;
-                object.insert(
-                    name,
-                    Value::String(time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
-                );
             }
             _ => return Err(bad(&format!("field {number} has the wrong wire type"))),
         }
     }
-    Ok(object)
+    Ok(())
+}
+
+/// A varint as the signed integer it encodes: int32 and int64 are both sent in 64-bit
+/// two's complement.
+fn integer(value: u64) -> i64 {
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "protobuf int32/int64 are two's complement"
+    )]
+    let signed = value as i64;
+    signed
+}
+
+/// Appends to the JSON list `name`.
+fn push(object: &mut Map<String, Value>, name: String, item: Value) {
+    if let Value::Array(items) = object.entry(name).or_insert_with(|| json!([])) {
+        items.push(item);
+    }
+}
+
+/// Adds `key: value` to the JSON map `name`.
+fn insert_entry(object: &mut Map<String, Value>, name: String, key: String, value: Value) {
+    if let Value::Object(map) = object.entry(name).or_insert_with(|| json!({})) {
+        map.insert(key, value);
+    }
+}
+
+/// One entry `{1: key, 2: value}` of a protobuf map with string keys.
+fn map_entry(
+    bytes: &[u8],
+    value_of: fn(&[u8]) -> Result<String, ApiError>,
+) -> Result<(String, String), ApiError> {
+    let (mut key, mut value) = (String::new(), String::new());
+    for entry in Reader::new(bytes) {
+        match entry? {
+            (1, Wire::Bytes(b)) => key = text(b)?,
+            (2, Wire::Bytes(b)) => value = value_of(b)?,
+            _ => return Err(bad("malformed map entry")),
+        }
+    }
+    Ok((key, value))
+}
+
+/// `resource.Quantity` `{1: string}`.
+fn quantity(bytes: &[u8]) -> Result<String, ApiError> {
+    let mut value = String::new();
+    for field in Reader::new(bytes) {
+        match field? {
+            (1, Wire::Bytes(b)) => value = text(b)?,
+            _ => return Err(bad("malformed quantity")),
+        }
+    }
+    Ok(value)
+}
+
+/// `intstr.IntOrString` `{1: type, 2: intVal, 3: strVal}` → a JSON number or string.
+fn int_or_string(bytes: &[u8]) -> Result<Value, ApiError> {
+    let (mut is_string, mut int_value, mut string_value) = (false, 0, String::new());
+    for field in Reader::new(bytes) {
+        match field? {
+            (1, Wire::Varint(value)) => is_string = value == 1,
+            (2, Wire::Varint(value)) => int_value = integer(value),
+            (3, Wire::Bytes(b)) => string_value = text(b)?,
+            _ => return Err(bad("malformed IntOrString")),
+        }
+    }
+    Ok(if is_string {
+        Value::String(string_value)
+    } else {
+        json!(int_value)
+    })
+}
+
+/// `meta/v1 Time` `{1: seconds, 2: nanos}` as RFC 3339 (whole seconds, as Kubernetes
+/// writes it), or `None` for Go's zero time, which is what an unset timestamp looks like.
+fn time(bytes: &[u8]) -> Result<Option<String>, ApiError> {
+    let mut seconds = 0_i64;
+    for part in Reader::new(bytes) {
+        if let (1, Wire::Varint(value)) = part? {
+            seconds = integer(value);
+        }
+    }
+    if seconds == 0 {
+        return Ok(None);
+    }
+    let time = skiff_api::meta::jiff::Timestamp::from_second(seconds)
+        .map_err(|_| bad("time out of range"))?;
+    Ok(Some(time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()))
 }
 
 /// One decoded wire value.

@@ -147,6 +147,8 @@ pub struct Writer<'a> {
     /// Server-side apply: the change already carries its managedFields, and a missing
     /// object is created.
     pub apply: bool,
+    /// `dryRun=All`: everything but the store write.
+    pub dry_run: bool,
 }
 
 impl<'a> Writer<'a> {
@@ -156,6 +158,7 @@ impl<'a> Writer<'a> {
             manager,
             part: Part::Main,
             apply: false,
+            dry_run: false,
         }
     }
 }
@@ -184,6 +187,8 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     /// `propagationPolicy`: `Orphan`, `Background` or `Foreground`.
     pub propagation_policy: Option<String>,
+    /// `dryRun=All`: report what would happen, change nothing.
+    pub dry_run: bool,
 }
 
 /// What a deletion did.
@@ -237,9 +242,18 @@ impl Registry {
         &self,
         object: Object,
         namespace: Option<&str>,
-        manager: &str,
+        writer: Writer<'_>,
     ) -> Result<Object, ApiError> {
-        let (object, key, value) = prepare_create(object, namespace, manager, false)?;
+        let (object, key, value) = prepare_create(object, namespace, writer.manager, false)?;
+        if writer.dry_run {
+            let (existing, _) = self
+                .timed("get", self.store.get(&key, Consistency::Linearizable))
+                .await?;
+            return match existing {
+                Some(_) => Err(ApiError::already_exists(object.kind(), object.name())),
+                None => Ok(object),
+            };
+        }
         match self.timed("create", self.store.create(&key, value)).await? {
             TxnOutcome::Committed { revision, .. } => Ok(with_revision(object, revision)),
             TxnOutcome::Failed { .. } => {
@@ -421,6 +435,12 @@ impl Registry {
                     created: false,
                 });
             }
+            if writer.dry_run {
+                return Ok(Written {
+                    object,
+                    created: false,
+                });
+            }
             let finalized = object.metadata().deletion_timestamp.is_some()
                 && object
                     .metadata()
@@ -504,6 +524,9 @@ impl Registry {
             let metadata = object.metadata_mut();
             let already = metadata.deletion_timestamp.is_some();
             if finalizers.is_empty() && grace == 0 {
+                if options.dry_run {
+                    return Ok(Deleted::Gone(with_revision(object, revision)));
+                }
                 match self
                     .timed("delete", self.store.delete(&key, Some(revision)))
                     .await?
@@ -532,6 +555,9 @@ impl Registry {
                 metadata.deletion_grace_period_seconds = Some(grace);
             }
             metadata.finalizers = Some(finalizers).filter(|f| !f.is_empty());
+            if options.dry_run {
+                return Ok(Deleted::Pending(with_revision(object, revision)));
+            }
             let update = self
                 .store
                 .update(&key, encode_stored(&object), Some(revision));

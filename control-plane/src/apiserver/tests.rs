@@ -52,7 +52,7 @@ fn pod(name: &str, labels: serde_json::Value) -> Object {
 #[tokio::test]
 async fn create_fills_server_metadata_and_defaults() {
     let (_dir, registry) = registry().await;
-    let created = registry.create(object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})), Some("default"), "test").await.unwrap();
+    let created = registry.create(object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})), Some("default"), Writer::main("test")).await.unwrap();
     let metadata = created.metadata();
     let name = metadata.name.clone().unwrap();
     assert!(name.starts_with("web-") && name.len() == 9, "{name}");
@@ -75,7 +75,7 @@ async fn create_fills_server_metadata_and_defaults() {
     );
 
     let again = registry
-        .create(pod(&name, json!({})), Some("default"), "test")
+        .create(pod(&name, json!({})), Some("default"), Writer::main("test"))
         .await
         .unwrap_err();
     assert_eq!((again.code, again.reason), (409, "AlreadyExists"));
@@ -91,7 +91,7 @@ async fn create_fills_server_metadata_and_defaults() {
         .create(
             object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})),
             Some("ignored"),
-            "test",
+            Writer::main("test"),
         )
         .await
         .unwrap();
@@ -106,7 +106,7 @@ async fn create_fills_server_metadata_and_defaults() {
 #[tokio::test]
 async fn invalid_objects_are_refused_with_causes() {
     let (_dir, registry) = registry().await;
-    let error = registry.create(object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad"}, "spec": {"containers": [{"name": "c"}]}})), Some("default"), "test").await.unwrap_err();
+    let error = registry.create(object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad"}, "spec": {"containers": [{"name": "c"}]}})), Some("default"), Writer::main("test")).await.unwrap_err();
     assert_eq!((error.code, error.reason), (422, "Invalid"));
     let causes = error.details.unwrap().causes.unwrap();
     let fields: Vec<&str> = causes.iter().filter_map(|c| c.field.as_deref()).collect();
@@ -130,13 +130,17 @@ async fn list_filters_by_labels_and_fields_and_pages() {
             .create(
                 pod(&format!("p{idx}"), json!({"tier": tier})),
                 Some("a"),
-                "test",
+                Writer::main("test"),
             )
             .await
             .unwrap();
     }
     registry
-        .create(pod("other", json!({"tier": "fe"})), Some("b"), "test")
+        .create(
+            pod("other", json!({"tier": "fe"})),
+            Some("b"),
+            Writer::main("test"),
+        )
         .await
         .unwrap();
     let names = |page: &ListPage| {
@@ -209,7 +213,7 @@ async fn updates_compare_and_swap_on_resource_version() {
         "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}
     }));
     let created = registry
-        .create(deployment, Some("default"), "test")
+        .create(deployment, Some("default"), Writer::main("test"))
         .await
         .unwrap();
     let created_rv = created.metadata().resource_version.clone().unwrap();
@@ -284,7 +288,7 @@ async fn updates_compare_and_swap_on_resource_version() {
 async fn delete_honours_preconditions() {
     let (_dir, registry) = registry().await;
     let created = registry
-        .create(pod("p", json!({})), Some("default"), "test")
+        .create(pod("p", json!({})), Some("default"), Writer::main("test"))
         .await
         .unwrap();
     let uid = created.metadata().uid.clone().unwrap();
@@ -381,7 +385,7 @@ fn keys_follow_the_registry_layout() {
 async fn status_and_main_resource_writes_keep_to_their_part() {
     let (_dir, registry) = registry().await;
     let created = registry
-        .create(pod("p", json!({})), Some("default"), "test")
+        .create(pod("p", json!({})), Some("default"), Writer::main("test"))
         .await
         .unwrap();
     assert_eq!(
@@ -411,6 +415,7 @@ async fn status_and_main_resource_writes_keep_to_their_part() {
         manager: "kubelet",
         part: Part::Status,
         apply: false,
+        dry_run: false,
     };
     let updated = registry
         .update(object(value), Some("default"), "p", writer)
@@ -438,7 +443,7 @@ async fn bound_pods_and_finalizers_delete_gracefully() {
     };
     p.spec.as_mut().unwrap().node_name = Some("n1".into());
     registry
-        .create(bound, Some("default"), "test")
+        .create(bound, Some("default"), Writer::main("test"))
         .await
         .unwrap();
     let pending = registry
@@ -469,7 +474,7 @@ async fn bound_pods_and_finalizers_delete_gracefully() {
     let mut held = pod("held", json!({}));
     held.metadata_mut().finalizers = Some(vec!["example.com/hold".into()]);
     registry
-        .create(held, Some("default"), "test")
+        .create(held, Some("default"), Writer::main("test"))
         .await
         .unwrap();
     let pending = registry
@@ -507,7 +512,7 @@ async fn bound_pods_and_finalizers_delete_gracefully() {
 }
 
 /// Reads watch lines until `count` events have arrived (or 5 s pass).
-async fn events(watch: &mut super::watch::Watch, count: usize) -> Vec<(String, String)> {
+async fn events(watch: &mut watch::Watch, count: usize) -> Vec<(String, String)> {
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while seen.len() < count {
@@ -527,8 +532,8 @@ async fn events(watch: &mut super::watch::Watch, count: usize) -> Vec<(String, S
     seen
 }
 
-fn watch_params(resource_version: Option<u64>) -> super::watch::WatchParams {
-    super::watch::WatchParams {
+fn watch_params(resource_version: Option<u64>) -> watch::WatchParams {
+    watch::WatchParams {
         resource_version,
         timeout: Duration::from_secs(30),
         bookmarks: false,
@@ -545,15 +550,15 @@ fn pair(event: &str, name: &str) -> (String, String) {
 async fn watch_sends_current_state_then_changes_in_order() {
     let (_dir, registry) = registry().await;
     let first = registry
-        .create(pod("a", json!({})), Some("default"), "test")
+        .create(pod("a", json!({})), Some("default"), Writer::main("test"))
         .await
         .unwrap();
     registry
-        .create(pod("b", json!({})), Some("default"), "test")
+        .create(pod("b", json!({})), Some("default"), Writer::main("test"))
         .await
         .unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let mut from_now = super::watch::Watch::start(
+    let mut from_now = watch::Watch::start(
         &registry,
         &POD,
         Some("default"),
@@ -570,7 +575,7 @@ async fn watch_sends_current_state_then_changes_in_order() {
         .unwrap()
         .parse()
         .unwrap();
-    let mut from_first = super::watch::Watch::start(
+    let mut from_first = watch::Watch::start(
         &registry,
         &POD,
         Some("default"),
@@ -624,11 +629,15 @@ async fn watch_selectors_turn_transitions_into_added_and_deleted() {
     };
     let mut params = watch_params(None);
     params.timeout = Duration::from_secs(3);
-    let mut web = super::watch::Watch::start(&registry, &POD, None, options, params, cancel)
+    let mut web = watch::Watch::start(&registry, &POD, None, options, params, cancel)
         .await
         .unwrap();
     registry
-        .create(pod("p", json!({"app": "db"})), Some("default"), "test")
+        .create(
+            pod("p", json!({"app": "db"})),
+            Some("default"),
+            Writer::main("test"),
+        )
         .await
         .unwrap();
     for app in ["web", "db"] {
@@ -657,12 +666,16 @@ async fn watch_from_a_compacted_revision_is_a_410_error_event() {
     let (_dir, registry) = registry_keeping(3).await;
     for idx in 0..8 {
         registry
-            .create(pod(&format!("p{idx}"), json!({})), Some("default"), "test")
+            .create(
+                pod(&format!("p{idx}"), json!({})),
+                Some("default"),
+                Writer::main("test"),
+            )
             .await
             .unwrap();
     }
     let cancel = tokio_util::sync::CancellationToken::new();
-    let mut old = super::watch::Watch::start(
+    let mut old = watch::Watch::start(
         &registry,
         &POD,
         None,

@@ -263,6 +263,33 @@ async fn kubectl_workflow_against_skiff() {
     ]));
     assert_eq!(json_of(&labels), json!({"app": "web"}), "tier was removed");
 
+    // === dry run: the answer without the write
+    let dry = ok(&kubectl(&["apply", "--dry-run=server", "-f", &with_tier]));
+    assert_eq!(dry, "deployment.apps/web configured (server dry run)\n");
+    let dry = ok(&kubectl(&[
+        "delete",
+        "deploy",
+        "web",
+        "-n",
+        "demo",
+        "--dry-run=server",
+    ]));
+    assert_eq!(dry, "deployment.apps \"web\" deleted (server dry run)\n");
+    let labels = ok(&kubectl(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]));
+    assert_eq!(
+        json_of(&labels),
+        json!({"app": "web"}),
+        "dry runs change nothing"
+    );
+
     // === server-side apply: create, update, conflict, force
     let api = plane.write(
         "api.yaml",
