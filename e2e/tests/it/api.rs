@@ -511,6 +511,19 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
     assert_eq!(code, 200);
     let (_, after) = plane.http("GET", path, "", b"").await;
     assert_eq!(after, before);
+    // The refusals are counted in the metrics, by verb, resource and code.
+    let (code, metrics) = plane.http("GET", "/metrics", "", b"").await;
+    assert_eq!(code, 200);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for needle in [
+        r#"apiserver_request_total{verb="update",resource="deployments",code="409"} 1"#,
+        r#"apiserver_request_total{verb="create",resource="pods",code="413"} 1"#,
+        r#"apiserver_request_total{verb="create",resource="pods",code="404"} 1"#,
+        "skiff_store_request_duration_seconds_count",
+        "skiff_store_is_leader 1",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
     let listed = stdout(&kubectl(&["get", "deploy", "-n", "demo", "-o", "name"]));
     assert_eq!(listed, "deployment.apps/web\n");
     assert!(plane.pid() > 0);
