@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     match skiff_ctl::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("{}", skiff_ctl::report(&error));
             ExitCode::FAILURE
         }
     }

@@ -7,18 +7,22 @@ use anyhow::{Context, bail};
 
 /// One input's bytes and where they came from.
 pub(crate) struct Source {
-    /// The file path, or `None` for standard input.
+    /// The file path, or `None` for standard input and URLs.
     pub path: Option<PathBuf>,
+    /// The URL it was fetched from.
+    pub url: Option<String>,
     /// The raw content.
     pub content: Vec<u8>,
 }
 
 impl Source {
-    /// A name for messages: the path, or `<stdin>`.
+    /// A name for messages: the path, the URL, or `<stdin>`.
     pub fn name(&self) -> String {
-        self.path
-            .as_ref()
-            .map_or_else(|| "<stdin>".to_owned(), |p| p.display().to_string())
+        match (&self.path, &self.url) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(url)) => url.clone(),
+            (None, None) => "<stdin>".to_owned(),
+        }
     }
 }
 
@@ -37,6 +41,7 @@ pub(crate) fn read_sources(filenames: &[PathBuf], recursive: bool) -> anyhow::Re
                 .context("failed to read standard input")?;
             sources.push(Source {
                 path: None,
+                url: None,
                 content,
             });
         } else if filename.is_dir() {
@@ -58,11 +63,57 @@ pub(crate) fn read_sources(filenames: &[PathBuf], recursive: bool) -> anyhow::Re
     Ok(sources)
 }
 
+/// Reads `-f` arguments that may also be `http://` or `https://` URLs, fetched as
+/// kubectl does (one GET, any 2xx body).
+pub(crate) async fn read_inputs(
+    filenames: &[String],
+    recursive: bool,
+) -> anyhow::Result<Vec<Source>> {
+    let mut sources = Vec::new();
+    for filename in filenames {
+        if filename.starts_with("http://") || filename.starts_with("https://") {
+            sources.push(fetch(filename).await?);
+        } else {
+            sources.extend(read_sources(&[PathBuf::from(filename)], recursive)?);
+        }
+    }
+    Ok(sources)
+}
+
+async fn fetch(url: &str) -> anyhow::Result<Source> {
+    // reqwest is built without a default crypto provider; installing fails only when
+    // one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("skiff/v", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("failed to build the HTTP client")?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("unable to read URL {url:?}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("unable to read URL {url:?}, server reported {status}");
+    }
+    let content = response
+        .bytes()
+        .await
+        .with_context(|| format!("unable to read URL {url:?}"))?;
+    Ok(Source {
+        path: None,
+        url: Some(url.to_owned()),
+        content: content.to_vec(),
+    })
+}
+
 fn read_file(path: PathBuf) -> anyhow::Result<Source> {
     let content =
         std::fs::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
     Ok(Source {
         path: Some(path),
+        url: None,
         content,
     })
 }

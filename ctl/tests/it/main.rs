@@ -5,6 +5,9 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+mod cluster;
+mod remote;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,149 @@
+//! A `skiff-control-plane` child process with a kubeconfig pointing at it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// One control plane, killed (by PID) when dropped.
+pub struct ControlPlane {
+    /// Holds the data dir and the kubeconfig; removed on drop.
+    _dir: TempDir,
+    /// `http://127.0.0.1:PORT`.
+    pub api: String,
+    /// A kubeconfig whose current context points at `api`.
+    pub kubeconfig: PathBuf,
+    child: Child,
+}
+
+/// `target/debug/skiff-control-plane`, next to this test binary (`target/debug/deps/`).
+fn control_plane_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.ancestors()
+        .map(|dir| dir.join("skiff-control-plane"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no skiff-control-plane binary above {}: run `cargo build -p skiff-control-plane` first",
+                exe.display()
+            )
+        })
+}
+
+impl ControlPlane {
+    /// Starts a single-member control plane on ephemeral ports and waits for its API.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(control_plane_binary())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-peer",
+                "127.0.0.1:0",
+                "--listen-api",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "warn,openraft=error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn skiff-control-plane");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        // The reader keeps draining stdout so the member never blocks or fails on a
+        // closed pipe; it ends when the process does.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Nobody listens any more; keep reading to keep the pipe open.
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let api = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("the control plane announces its API within 60 s");
+            if line.contains("serving the API on") {
+                break line
+                    .rsplit(' ')
+                    .next()
+                    .expect("address at the end")
+                    .to_owned();
+            }
+        };
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: test\nclusters:\n- name: test\n  cluster:\n    server: {api}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\nusers:\n- name: test\n  user: {{}}\n"
+            ),
+        )
+        .expect("write kubeconfig");
+        let control_plane = Self {
+            _dir: dir,
+            api,
+            kubeconfig,
+            child,
+        };
+        control_plane.wait_for_namespace("default");
+        control_plane
+    }
+
+    /// Runs `skiff --kubeconfig <ours> ARGS`.
+    pub fn skiff(&self, args: &[&str]) -> Output {
+        self.skiff_with_stdin(args, "")
+    }
+
+    /// Runs `skiff --kubeconfig <ours> ARGS` with `stdin` as standard input.
+    pub fn skiff_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut full = vec![
+            "--kubeconfig",
+            self.kubeconfig.to_str().expect("utf-8 path"),
+        ];
+        full.extend_from_slice(args);
+        crate::skiff(&full, Some(stdin))
+    }
+
+    /// A `skiff` command ready to spawn (for watches), stdout piped.
+    pub fn skiff_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// The system namespaces are created in the background; wait for one.
+    fn wait_for_namespace(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let output = self.skiff(&["get", "namespace", name, "-o", "name"]);
+            if output.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "namespace {name} never appeared: {}",
+                crate::text(&output.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,626 @@
+//! `skiff` against a real `skiff-control-plane`, compared with what kubectl prints.
+
+use std::io::{BufRead, BufReader};
+use std::process::Output;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::ControlPlane;
+use crate::{skiff, text};
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n  labels: {app: web}\nspec:\n  containers: [{name: c, image: busybox}]\n";
+
+fn pod_named(name: &str, label: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {label}}}\nspec:\n  containers: [{{name: c, image: busybox}}]\n"
+    )
+}
+
+fn deployment(replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: httpd, image: 'busybox:1'}}]}}\n"
+    )
+}
+
+#[track_caller]
+fn success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+#[track_caller]
+fn failure(output: &Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stderr)
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_str(&success(output)).expect("JSON output")
+}
+
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+#[test]
+fn get_prints_server_tables_like_kubectl() {
+    let cp = ControlPlane::start();
+    assert_eq!(
+        success(&cp.skiff_with_stdin(&["apply", "-f", "-"], POD)),
+        "pod/web-1 created\n"
+    );
+
+    let table = success(&cp.skiff(&["get", "pods"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert_eq!(
+        lines[0], "NAME    READY   STATUS    RESTARTS   AGE",
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("web-1   0/1     Pending   0          "),
+        "{table}"
+    );
+
+    let wide = success(&cp.skiff(&["get", "pods", "-o", "wide"]));
+    assert!(
+        wide.starts_with("NAME    READY   STATUS    RESTARTS   AGE   IP  "),
+        "{wide}"
+    );
+    assert!(
+        wide.lines()
+            .next()
+            .unwrap()
+            .ends_with("NOMINATED NODE   READINESS GATES"),
+        "{wide}"
+    );
+
+    let labelled = success(&cp.skiff(&["get", "pods", "--show-labels", "--no-headers"]));
+    assert_eq!(words(&labelled).first(), Some(&"web-1"), "{labelled}");
+    assert_eq!(words(&labelled).last(), Some(&"app=web"), "{labelled}");
+
+    // Several kinds: names carry the kind; empty kinds print nothing.
+    let mixed = success(&cp.skiff(&["get", "po,deploy"]));
+    assert_eq!(
+        mixed.lines().nth(1).map(words).unwrap()[0],
+        "pod/web-1",
+        "{mixed}"
+    );
+    assert_eq!(mixed.lines().count(), 2, "{mixed}");
+}
+
+#[test]
+fn get_prints_names_json_and_yaml() {
+    let cp = ControlPlane::start();
+    success(&cp.skiff_with_stdin(&["create", "-f", "-"], POD));
+    assert_eq!(
+        success(&cp.skiff(&["get", "pods", "-o", "name"])),
+        "pod/web-1\n"
+    );
+    assert_eq!(
+        success(&cp.skiff(&["get", "pod/web-1", "namespace/default", "-o", "name"])),
+        "pod/web-1\nnamespace/default\n"
+    );
+
+    let object = json(&cp.skiff(&["get", "pod", "web-1", "-o", "json"]));
+    assert_eq!(object["kind"], "Pod");
+    assert_eq!(object["metadata"]["name"], "web-1");
+    assert_eq!(object["metadata"]["namespace"], "default");
+
+    let list = json(&cp.skiff(&["get", "po", "-o", "json"]));
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["apiVersion"], "v1");
+    assert_eq!(
+        list["items"][0]["kind"], "Pod",
+        "list items carry their kind"
+    );
+    assert_eq!(list["items"][0]["apiVersion"], "v1");
+
+    let yaml = success(&cp.skiff(&["get", "pods", "-o", "yaml"]));
+    assert!(
+        yaml.starts_with("apiVersion: v1\nitems:\n- apiVersion: v1\n  kind: Pod\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.ends_with("kind: List\nmetadata:\n  resourceVersion: \"\"\n"),
+        "{yaml}"
+    );
+
+    let single_yaml = success(&cp.skiff(&["get", "pod", "web-1", "-o", "yaml"]));
+    assert!(
+        single_yaml.starts_with("apiVersion: v1\nkind: Pod\nmetadata:\n"),
+        "{single_yaml}"
+    );
+}
+
+#[test]
+fn get_jsonpath_renders_templates() {
+    let cp = ControlPlane::start();
+    success(&cp.skiff_with_stdin(
+        &["apply", "-f", "-"],
+        &format!("{POD}---\n{}", pod_named("web-2", "web")),
+    ));
+    assert_eq!(
+        success(&cp.skiff(&["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"])),
+        "web-1 web-2"
+    );
+    assert_eq!(
+        success(&cp.skiff(&[
+            "get",
+            "pod",
+            "web-1",
+            "-o",
+            "jsonpath={.spec.containers[0].image}"
+        ])),
+        "busybox"
+    );
+}
+
+#[test]
+fn namespaces_come_from_flags_manifests_and_the_context() {
+    let cp = ControlPlane::start();
+    assert_eq!(
+        success(&cp.skiff(&["create", "namespace", "team"])),
+        "namespace/team created\n"
+    );
+    assert_eq!(
+        success(&cp.skiff_with_stdin(&["apply", "-n", "team", "-f", "-"], POD)),
+        "pod/web-1 created\n"
+    );
+
+    let empty = cp.skiff(&["get", "pods"]);
+    assert_eq!(success(&empty), "");
+    assert_eq!(
+        text(&empty.stderr),
+        "No resources found in default namespace.\n"
+    );
+    assert_eq!(
+        success(&cp.skiff(&["get", "pods", "-n", "team", "-o", "name"])),
+        "pod/web-1\n"
+    );
+    assert_eq!(
+        success(&cp.skiff(&["get", "pods", "--namespace=team", "-o", "name"])),
+        "pod/web-1\n"
+    );
+
+    let all = success(&cp.skiff(&["get", "pods", "-A"]));
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(words(lines[0])[..2], ["NAMESPACE", "NAME"], "{all}");
+    assert_eq!(words(lines[1])[..2], ["team", "web-1"], "{all}");
+    let cluster_scoped = success(&cp.skiff(&["get", "ns", "-A", "-o", "name"]));
+    assert!(
+        cluster_scoped.contains("namespace/team\n"),
+        "{cluster_scoped}"
+    );
+
+    // A manifest naming another namespace than an explicit -n is refused, as kubectl does.
+    let manifest = POD.replace("name: web-1\n", "name: web-1\n  namespace: team\n");
+    let refused = cp.skiff_with_stdin(&["apply", "-n", "default", "-f", "-"], &manifest);
+    assert_eq!(
+        failure(&refused),
+        "error: the namespace from the provided object \"team\" does not match the namespace \"default\". You must pass '--namespace=team' to perform this operation.\n"
+    );
+    // Without -n, the manifest's namespace wins.
+    assert_eq!(
+        success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &manifest)),
+        "pod/web-1 unchanged\n"
+    );
+
+    // The context's namespace is the default for every command.
+    let kubeconfig = std::fs::read_to_string(&cp.kubeconfig).unwrap();
+    std::fs::write(
+        &cp.kubeconfig,
+        kubeconfig.replace(
+            "    cluster: test\n    user: test\n",
+            "    cluster: test\n    user: test\n    namespace: team\n",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        success(&cp.skiff(&["get", "pods", "-o", "name"])),
+        "pod/web-1\n"
+    );
+}
+
+#[test]
+fn server_errors_print_like_kubectl() {
+    let cp = ControlPlane::start();
+    let missing = cp.skiff(&["get", "pods", "nope"]);
+    assert_eq!(
+        failure(&missing),
+        "Error from server (NotFound): pods \"nope\" not found\n"
+    );
+
+    success(&cp.skiff(&["create", "namespace", "twice"]));
+    assert_eq!(
+        failure(&cp.skiff(&["create", "namespace", "twice"])),
+        "Error from server (AlreadyExists): namespaces \"twice\" already exists\n"
+    );
+    success(&cp.skiff_with_stdin(&["create", "-f", "-"], POD));
+    assert_eq!(
+        failure(&cp.skiff_with_stdin(&["create", "-f", "-"], POD)),
+        "Error from server (AlreadyExists): error when creating \"STDIN\": pods \"web-1\" already exists\n"
+    );
+
+    // Found objects print, missing ones are reported after them.
+    let partly = cp.skiff(&["get", "pods", "web-1", "nope", "-o", "name"]);
+    assert_eq!(text(&partly.stdout), "pod/web-1\n");
+    assert_eq!(
+        failure(&partly),
+        "Error from server (NotFound): pods \"nope\" not found\n"
+    );
+
+    let invalid =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec: {containers: [{name: c}]}\n";
+    let rejected = failure(&cp.skiff_with_stdin(&["apply", "-f", "-"], invalid));
+    assert!(
+        rejected
+            .starts_with("The Pod \"bad\" is invalid: spec.containers[0].image: Required value"),
+        "{rejected}"
+    );
+
+    assert_eq!(
+        failure(&cp.skiff(&["get", "cronjobs"])),
+        "error: the server doesn't have a resource type \"cronjobs\"\n"
+    );
+}
+
+#[test]
+fn bad_kubeconfigs_fail_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = skiff(
+        &["--kubeconfig", "/nonexistent/config", "get", "pods"],
+        None,
+    );
+    assert_eq!(
+        failure(&missing),
+        "error: stat /nonexistent/config: no such file or directory\n"
+    );
+
+    let malformed = dir.path().join("malformed");
+    std::fs::write(&malformed, "clusters: [\n  - {name: x\n").unwrap();
+    let output = skiff(
+        &["--kubeconfig", malformed.to_str().unwrap(), "get", "pods"],
+        None,
+    );
+    let stderr = failure(&output);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "error: error loading config file \"{}\": ",
+            malformed.display()
+        )),
+        "{stderr}"
+    );
+
+    let refused = dir.path().join("refused");
+    std::fs::write(
+        &refused,
+        "current-context: c\nclusters: [{name: k, cluster: {server: 'http://127.0.0.1:1'}}]\ncontexts: [{name: c, context: {cluster: k}}]\n",
+    )
+    .unwrap();
+    let output = skiff(
+        &["--kubeconfig", refused.to_str().unwrap(), "get", "pods"],
+        None,
+    );
+    assert_eq!(
+        failure(&output),
+        "The connection to the server 127.0.0.1:1 was refused - did you specify the right host or port?\n"
+    );
+    let output = skiff(
+        &[
+            "--kubeconfig",
+            refused.to_str().unwrap(),
+            "--context",
+            "nope",
+            "get",
+            "pods",
+        ],
+        None,
+    );
+    assert_eq!(
+        failure(&output),
+        "error: context was not found for specified context: nope\n"
+    );
+}
+
+#[test]
+fn kubeconfig_env_list_and_server_flag() {
+    let cp = ControlPlane::start();
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    std::fs::write(
+        &broken,
+        "current-context: broken\nclusters: [{name: b, cluster: {server: 'http://127.0.0.1:1'}}]\ncontexts: [{name: broken, context: {cluster: b}}]\n",
+    )
+    .unwrap();
+    // KUBECONFIG lists are merged; the first file's current-context wins, missing files are skipped.
+    let list = format!(
+        "{}:{}:{}",
+        dir.path().join("missing").display(),
+        cp.kubeconfig.display(),
+        broken.display()
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["get", "ns", "default", "-o", "name"])
+        .env("KUBECONFIG", &list)
+        .output()
+        .unwrap();
+    assert_eq!(success(&output), "namespace/default\n");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--context", "broken", "get", "ns", "default", "-o", "name"])
+        .env("KUBECONFIG", &list)
+        .output()
+        .unwrap();
+    assert!(failure(&output).contains("127.0.0.1:1 was refused"));
+    // --server overrides the context's cluster.
+    let output = skiff(
+        &[
+            "--kubeconfig",
+            broken.to_str().unwrap(),
+            "--server",
+            &cp.api,
+            "get",
+            "ns",
+            "default",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(success(&output), "namespace/default\n");
+}
+
+#[test]
+fn client_side_apply_creates_configures_and_leaves_alone() {
+    let cp = ControlPlane::start();
+    let created = success(&cp.skiff(&["apply", "-f", "manifests/"]));
+    assert_eq!(
+        created,
+        "namespace/demo created\ndeployment.apps/web created\nservice/web created\npod/clock created\ndeployment.apps/api created\n"
+    );
+    let live = json(&cp.skiff(&["get", "deploy", "web", "-n", "demo", "-o", "json"]));
+    let last_applied =
+        live["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .expect("the annotation is kept");
+    let last_applied: Value = serde_json::from_str(last_applied).unwrap();
+    assert_eq!(last_applied["spec"]["replicas"], 3);
+    assert_eq!(last_applied["metadata"]["namespace"], "demo");
+
+    let again = success(&cp.skiff(&["apply", "-f", "manifests/"]));
+    assert_eq!(
+        again,
+        "namespace/demo unchanged\ndeployment.apps/web unchanged\nservice/web unchanged\npod/clock unchanged\ndeployment.apps/api unchanged\n"
+    );
+
+    let changed = deployment(5);
+    assert_eq!(
+        success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &changed)),
+        "deployment.apps/web created\n"
+    );
+    let changed = deployment(2);
+    assert_eq!(
+        success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &changed)),
+        "deployment.apps/web configured\n"
+    );
+    let live = json(&cp.skiff(&["get", "deploy", "web", "-o", "json"]));
+    assert_eq!(live["spec"]["replicas"], 2);
+    assert_eq!(
+        success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &changed)),
+        "deployment.apps/web unchanged\n"
+    );
+}
+
+#[test]
+fn server_side_apply_creates_and_updates() {
+    let cp = ControlPlane::start();
+    let first = cp.skiff_with_stdin(&["apply", "--server-side", "-f", "-"], &deployment(1));
+    assert_eq!(success(&first), "deployment.apps/web serverside-applied\n");
+    let second = cp.skiff_with_stdin(&["apply", "--server-side", "-f", "-"], &deployment(4));
+    assert_eq!(success(&second), "deployment.apps/web serverside-applied\n");
+    let live = json(&cp.skiff(&["get", "deploy", "web", "-o", "json"]));
+    assert_eq!(live["spec"]["replicas"], 4);
+    assert_eq!(
+        failure(&cp.skiff_with_stdin(&["apply", "--force-conflicts", "-f", "-"], &deployment(1))),
+        "error: --force-conflicts only works with --server-side\n"
+    );
+}
+
+#[test]
+fn delete_by_name_selector_and_file() {
+    let cp = ControlPlane::start();
+    let pods = format!(
+        "{}---\n{}---\n{}",
+        pod_named("a", "one"),
+        pod_named("b", "two"),
+        pod_named("c", "two")
+    );
+    success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &pods));
+
+    assert_eq!(
+        success(&cp.skiff(&["delete", "pod", "a"])),
+        "pod \"a\" deleted\n"
+    );
+    assert_eq!(
+        failure(&cp.skiff(&["get", "pod", "a"])),
+        "Error from server (NotFound): pods \"a\" not found\n"
+    );
+    assert_eq!(
+        failure(&cp.skiff(&["delete", "pod", "a"])),
+        "Error from server (NotFound): pods \"a\" not found\n"
+    );
+    assert_eq!(
+        success(&cp.skiff(&["delete", "pod", "a", "--ignore-not-found"])),
+        ""
+    );
+
+    assert_eq!(
+        success(&cp.skiff(&["delete", "pods", "-l", "app=two"])),
+        "pod \"b\" deleted\npod \"c\" deleted\n"
+    );
+    assert_eq!(
+        text(&cp.skiff(&["delete", "pods", "-l", "app=two"]).stderr),
+        "No resources found\n"
+    );
+    assert_eq!(
+        failure(&cp.skiff(&["delete", "pods"])),
+        "error: resource(s) were provided, but no name was specified\n"
+    );
+
+    success(&cp.skiff(&["apply", "-f", "manifests/"]));
+    let deleted = success(&cp.skiff(&[
+        "delete",
+        "-f",
+        "manifests/30-api-deployment.yaml",
+        "-f",
+        "manifests/20-multi-container-pod.yaml",
+    ]));
+    assert_eq!(
+        deleted,
+        "deployment.apps \"api\" deleted\npod \"clock\" deleted\n"
+    );
+    assert_eq!(
+        success(&cp.skiff(&["get", "deploy,po", "-n", "demo", "-o", "name"])),
+        "deployment.apps/web\n"
+    );
+    let all = success(&cp.skiff(&["delete", "deploy", "--all", "-n", "demo", "--wait=false"]));
+    assert_eq!(all, "deployment.apps \"web\" deleted\n");
+}
+
+#[test]
+fn scale_patches_the_scale_subresource() {
+    let cp = ControlPlane::start();
+    success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &deployment(1)));
+    assert_eq!(
+        success(&cp.skiff(&["scale", "deploy/web", "--replicas=5"])),
+        "deployment.apps/web scaled\n"
+    );
+    let live = json(&cp.skiff(&["get", "deployment", "web", "-o", "json"]));
+    assert_eq!(live["spec"]["replicas"], 5);
+    assert_eq!(
+        failure(&cp.skiff(&["scale", "deployment", "nope", "--replicas=1"])),
+        "Error from server (NotFound): deployments.apps \"nope\" not found\n"
+    );
+}
+
+#[test]
+fn get_watch_prints_rows_as_objects_change() {
+    let cp = ControlPlane::start();
+    success(&cp.skiff_with_stdin(&["apply", "-f", "-"], POD));
+    let mut child = cp.skiff_command(&["get", "pods", "-w"]).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a watch line")
+    };
+    assert_eq!(words(&next())[..3], ["NAME", "READY", "STATUS"]);
+    assert_eq!(words(&next())[0], "web-1");
+    success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &pod_named("web-2", "web")));
+    assert_eq!(words(&next())[0], "web-2");
+    success(&cp.skiff(&["delete", "pod", "web-2", "--wait=false"]));
+    assert_eq!(words(&next())[0], "web-2");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn rollout_status_waits_for_the_controller() {
+    let cp = ControlPlane::start();
+    success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &deployment(1)));
+    // Nothing runs the pods here, so the rollout cannot finish: the command reports
+    // what it waits for and gives up at the timeout, as kubectl does.
+    let output = cp.skiff(&["rollout", "status", "deployment/web", "--timeout=2s"]);
+    assert_eq!(
+        failure(&output),
+        "error: timed out waiting for the condition\n"
+    );
+    let stdout = text(&output.stdout);
+    assert!(stdout.starts_with("Waiting for deployment "), "{stdout}");
+    assert_eq!(
+        failure(&cp.skiff(&["rollout", "status", "deploy", "nope"])),
+        "Error from server (NotFound): deployments.apps \"nope\" not found\n"
+    );
+}
+
+#[test]
+fn api_resources_lists_discovery() {
+    let cp = ControlPlane::start();
+    let output = success(&cp.skiff(&["api-resources"]));
+    let lines: Vec<Vec<&str>> = output.lines().map(words).collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
+    );
+    assert!(
+        lines.contains(&vec!["pods", "po", "v1", "true", "Pod"]),
+        "{output}"
+    );
+    assert!(
+        lines.contains(&vec!["namespaces", "ns", "v1", "false", "Namespace"]),
+        "{output}"
+    );
+    assert!(
+        lines.contains(&vec![
+            "deployments",
+            "deploy",
+            "apps/v1",
+            "true",
+            "Deployment"
+        ]),
+        "{output}"
+    );
+    let core_before_apps = output.find("pods").unwrap() < output.find("deployments").unwrap();
+    assert!(core_before_apps, "{output}");
+    let names = success(&cp.skiff(&["api-resources", "-o", "name"]));
+    assert!(names.lines().any(|l| l == "deployments.apps"), "{names}");
+}
+
+#[test]
+fn describe_shows_the_object() {
+    let cp = ControlPlane::start();
+    success(&cp.skiff_with_stdin(&["apply", "-f", "-"], POD));
+    let described = success(&cp.skiff(&["describe", "pod", "web-1"]));
+    assert!(described.starts_with("Name:"), "{described}");
+    assert!(
+        described.lines().next().unwrap().ends_with("web-1"),
+        "{described}"
+    );
+    assert!(described.contains("Events:"), "{described}");
+    assert_eq!(
+        failure(&cp.skiff(&["describe", "pod", "nope"])),
+        "Error from server (NotFound): pods \"nope\" not found\n"
+    );
+}
+
+#[test]
+fn logs_of_a_missing_pod_fail_like_kubectl() {
+    let cp = ControlPlane::start();
+    assert_eq!(
+        failure(&cp.skiff(&["logs", "nope"])),
+        "Error from server (NotFound): pods \"nope\" not found\n"
+    );
+}
