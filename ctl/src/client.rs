@@ -395,10 +395,17 @@ impl Client {
                 _ => self.server.clone(),
             })
             .unwrap_or_else(|| self.server.clone());
-        let chain = error_chain(error);
+        // The innermost cause says what went wrong ("invalid peer certificate:
+        // UnknownIssuer"); the layers above it only repeat the URL.
+        let mut cause: &dyn std::error::Error = error;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
+        let message = cause.to_string();
         Error::Connect {
-            refused: chain.contains("Connection refused") || chain.contains("connection refused"),
-            message: chain,
+            refused: message.contains("Connection refused")
+                || message.contains("connection refused"),
+            message,
             host,
         }
     }

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod remote;
+mod tls;
 
 use std::io::Write;
 use std::path::Path;
