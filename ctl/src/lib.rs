@@ -82,6 +82,14 @@ pub enum Command {
         /// `KIND[.field.field…]`, with any name kubectl accepts (`deploy`, `pods`).
         path: String,
     },
+    /// Commands that talk to the API server.
+    #[command(flatten)]
+    Remote(RemoteCommand),
+}
+
+/// The verbs that talk to the API server.
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
     /// Display one or many resources: `skiff get pods`, `skiff get deploy,svc -A`.
     Get(GetArgs),
     /// Create or update resources from manifests: `skiff apply -f app.yaml`.
@@ -288,7 +296,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recursive,
         } => commands::validate::run(&filenames, recursive),
         Command::Explain { path } => commands::explain::run(&path),
-        command => {
+        Command::Remote(command) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

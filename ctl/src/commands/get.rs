@@ -18,6 +18,12 @@ use crate::resources::{self, Selection};
 enum Output {
     /// The server's Table; `wide` adds the `priority > 0` columns.
     Table { wide: bool },
+    /// The objects themselves.
+    Objects(ObjectFormat),
+}
+
+/// The `-o` formats that print objects rather than Tables.
+enum ObjectFormat {
     /// `kind.group/name` per object.
     Name,
     /// The objects as JSON.
@@ -33,18 +39,30 @@ impl Output {
         Ok(match output {
             None | Some("") => Self::Table { wide: false },
             Some("wide") => Self::Table { wide: true },
-            Some("name") => Self::Name,
-            Some("json") => Self::Json,
-            Some("yaml") => Self::Yaml,
+            Some("name") => Self::Objects(ObjectFormat::Name),
+            Some("json") => Self::Objects(ObjectFormat::Json),
+            Some("yaml") => Self::Objects(ObjectFormat::Yaml),
             Some(other) => match other
                 .strip_prefix("jsonpath=")
                 .or_else(|| other.strip_prefix("jsonpath-as-json="))
             {
-                Some(template) => Self::JsonPath(template.to_owned()),
+                Some(template) => Self::Objects(ObjectFormat::JsonPath(template.to_owned())),
                 None => bail!(
                     "unable to match a printer suitable for the output format {other:?}, allowed formats are: json,jsonpath,name,wide,yaml"
                 ),
             },
+        })
+    }
+}
+
+impl ObjectFormat {
+    /// One document (an object of `kind`, or a `List`) in this format.
+    fn render(&self, kind: &ResourceKind, document: &Value) -> anyhow::Result<String> {
+        Ok(match self {
+            Self::Name => format!("{}\n", printers::value_reference(kind, document)),
+            Self::Json => printers::json(document),
+            Self::Yaml => printers::yaml(document)?,
+            Self::JsonPath(template) => render_jsonpath(template, document)?,
         })
     }
 }
@@ -68,7 +86,7 @@ pub(crate) async fn run(ctx: &Context, args: GetArgs) -> anyhow::Result<ExitCode
     }
     match output {
         Output::Table { wide } => tables(ctx, &args, &selections, wide).await,
-        output => objects(ctx, &args, &selections, &output).await,
+        Output::Objects(format) => objects(ctx, &args, &selections, &format).await,
     }
 }
 
@@ -239,7 +257,7 @@ async fn objects(
     ctx: &Context,
     args: &GetArgs,
     selections: &[Selection],
-    output: &Output,
+    format: &ObjectFormat,
 ) -> anyhow::Result<ExitCode> {
     let mut errors = Vec::new();
     let mut found: Vec<(&'static ResourceKind, Value)> = Vec::new();
@@ -282,29 +300,20 @@ async fn objects(
     // One named object prints as itself; anything else as a List, even if empty.
     let single = selections.len() == 1 && selections[0].names.len() == 1;
     let mut stdout = std::io::stdout().lock();
-    match output {
-        Output::Name => {
-            for (kind, object) in &found {
-                writeln!(stdout, "{}", printers::value_reference(kind, object))?;
-            }
+    if let ObjectFormat::Name = format {
+        for (kind, object) in &found {
+            write!(stdout, "{}", format.render(kind, object)?)?;
         }
-        Output::Json | Output::Yaml | Output::JsonPath(_) => {
-            let document = if single {
-                found.pop().map(|(_, object)| object)
-            } else {
-                Some(printers::list(found.into_iter().map(|(_, o)| o).collect()))
-            };
-            if let Some(document) = document {
-                let text = match output {
-                    Output::Json => printers::json(&document),
-                    Output::Yaml => printers::yaml(&document)?,
-                    Output::JsonPath(template) => render_jsonpath(template, &document)?,
-                    Output::Table { .. } | Output::Name => unreachable!("matched above"),
-                };
-                write!(stdout, "{text}")?;
-            }
+    } else {
+        let kind = selections[0].kind;
+        let document = if single {
+            found.pop().map(|(_, object)| object)
+        } else {
+            Some(printers::list(found.into_iter().map(|(_, o)| o).collect()))
+        };
+        if let Some(document) = document {
+            write!(stdout, "{}", format.render(kind, &document)?)?;
         }
-        Output::Table { .. } => unreachable!("tables are printed by `tables`"),
     }
     stdout.flush()?;
     Ok(finish(&errors))
@@ -339,7 +348,10 @@ async fn watch(
         query.push(("fieldSelector", selector));
     }
     let path = ResourcePath::collection(kind, namespace).to_string();
-    let table_output = matches!(output, Output::Table { .. });
+    let (table_output, wide) = match output {
+        Output::Table { wide } => (true, *wide),
+        Output::Objects(_) => (false, false),
+    };
     let list = if table_output {
         as_table(ctx.client.get_table(&path, &query).await?)
     } else {
@@ -355,25 +367,20 @@ async fn watch(
         format: None,
         aligner: Aligner::default(),
         header_printed: false,
-        options: table_options(
-            ctx,
-            args,
-            kind,
-            matches!(output, Output::Table { wide: true }),
-            false,
-        ),
+        options: table_options(ctx, args, kind, wide, false),
         no_headers: args.no_headers,
     };
-    if table_output {
-        printer.table(&list)?;
-    } else {
-        let items = list
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for item in items {
-            print_object(kind, &with_type_meta(kind, item), output)?;
+    match output {
+        Output::Table { .. } => printer.table(&list)?,
+        Output::Objects(format) => {
+            let items = list
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for item in items {
+                print_object(kind, &with_type_meta(kind, item), format)?;
+            }
         }
     }
 
@@ -387,8 +394,12 @@ async fn watch(
                 return Err(client::Error::Status(Box::new(object)).into());
             }
             Some("BOOKMARK") => {}
-            _ if table_output => printer.table(&as_table(object))?,
-            _ => print_object(kind, &with_type_meta(kind, object), output)?,
+            _ => match output {
+                Output::Table { .. } => printer.table(&as_table(object))?,
+                Output::Objects(format) => {
+                    print_object(kind, &with_type_meta(kind, object), format)?;
+                }
+            },
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -399,15 +410,12 @@ fn render_jsonpath(template: &str, _document: &Value) -> anyhow::Result<String> 
     bail!("-o jsonpath={template}: JSONPath output is not available in this build yet")
 }
 
-/// Prints one watched object in a non-table format.
-fn print_object(kind: &ResourceKind, object: &Value, output: &Output) -> anyhow::Result<()> {
-    let text = match output {
-        Output::Name => format!("{}\n", printers::value_reference(kind, object)),
-        Output::Json => printers::json(object),
-        Output::Yaml => format!("---\n{}", printers::yaml(object)?),
-        Output::JsonPath(template) => render_jsonpath(template, object)?,
-        Output::Table { .. } => unreachable!("tables are printed by WatchPrinter"),
-    };
+/// Prints one watched object; YAML documents are separated by `---`.
+fn print_object(kind: &ResourceKind, object: &Value, format: &ObjectFormat) -> anyhow::Result<()> {
+    let mut text = format.render(kind, object)?;
+    if let ObjectFormat::Yaml = format {
+        text.insert_str(0, "---\n");
+    }
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "{text}")?;
     stdout.flush()?;

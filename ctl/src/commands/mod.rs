@@ -24,7 +24,7 @@ use skiff_api::codec::{self, Format, Limits};
 
 use crate::client::Client;
 use crate::manifests;
-use crate::{Command, GlobalFlags, RolloutCommand, kubeconfig};
+use crate::{GlobalFlags, RemoteCommand, RolloutCommand, kubeconfig};
 
 /// What every API command needs.
 pub(crate) struct Context {
@@ -46,7 +46,10 @@ impl Context {
 }
 
 /// Connects and runs one API command.
-pub(crate) async fn run_remote(global: &GlobalFlags, command: Command) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run_remote(
+    global: &GlobalFlags,
+    command: RemoteCommand,
+) -> anyhow::Result<ExitCode> {
     let flags = kubeconfig::Flags {
         kubeconfig: global.kubeconfig.clone(),
         context: global.context.clone(),
@@ -61,20 +64,17 @@ pub(crate) async fn run_remote(global: &GlobalFlags, command: Command) -> anyhow
         client: Client::try_new(connection)?,
     };
     match command {
-        Command::Get(args) => get::run(&ctx, args).await,
-        Command::Apply(args) => apply::run(&ctx, args).await,
-        Command::Create(args) => create::run(&ctx, args).await,
-        Command::Delete(args) => delete::run(&ctx, args).await,
-        Command::Scale(args) => scale::run(&ctx, args).await,
-        Command::Logs(args) => logs::run(&ctx, args).await,
-        Command::Rollout {
+        RemoteCommand::Get(args) => get::run(&ctx, args).await,
+        RemoteCommand::Apply(args) => apply::run(&ctx, args).await,
+        RemoteCommand::Create(args) => create::run(&ctx, args).await,
+        RemoteCommand::Delete(args) => delete::run(&ctx, args).await,
+        RemoteCommand::Scale(args) => scale::run(&ctx, args).await,
+        RemoteCommand::Logs(args) => logs::run(&ctx, args).await,
+        RemoteCommand::Rollout {
             command: RolloutCommand::Status { resources, timeout },
         } => rollout::status(&ctx, &resources, &timeout).await,
-        Command::Describe(args) => describe::run(&ctx, args).await,
-        Command::ApiResources(args) => api_resources::run(&ctx, args).await,
-        Command::Version | Command::Validate { .. } | Command::Explain { .. } => {
-            unreachable!("offline commands are run by lib::run")
-        }
+        RemoteCommand::Describe(args) => describe::run(&ctx, args).await,
+        RemoteCommand::ApiResources(args) => api_resources::run(&ctx, args).await,
     }
 }
 
