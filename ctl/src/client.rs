@@ -305,6 +305,8 @@ pub(crate) struct Client {
     http: reqwest::Client,
     server: String,
     credentials: Credentials,
+    /// `--request-timeout`: bounds each request; watches ask the server to end then.
+    request_timeout: Option<Duration>,
 }
 
 impl Client {
@@ -342,7 +344,16 @@ impl Client {
             http,
             server: connection.server,
             credentials: connection.credentials,
+            request_timeout: None,
         })
+    }
+
+    /// Bounds every request by `timeout` (kubectl's `--request-timeout`).
+    pub fn with_request_timeout(self, timeout: Option<Duration>) -> Self {
+        Self {
+            request_timeout: timeout,
+            ..self
+        }
     }
 
     fn request(&self, method: Method, path: &str, query: &Query<'_>) -> RequestBuilder {
@@ -411,6 +422,10 @@ impl Client {
     }
 
     async fn json(&self, builder: RequestBuilder) -> Result<Value> {
+        let builder = match self.request_timeout {
+            Some(timeout) => builder.timeout(timeout),
+            None => builder,
+        };
         let response = self.send(builder).await?;
         let body = response
             .bytes()
@@ -477,6 +492,15 @@ impl Client {
     pub async fn watch(&self, path: &str, query: &Query<'_>, table: bool) -> Result<Watch> {
         let mut query = query.to_vec();
         query.push(("watch", "true"));
+        // The server ends the stream at the request timeout, so the watch ends cleanly.
+        let timeout_seconds = self
+            .request_timeout
+            .map(|timeout| timeout.as_secs().max(1).to_string());
+        if let Some(seconds) = &timeout_seconds
+            && !query.iter().any(|(name, _)| *name == "timeoutSeconds")
+        {
+            query.push(("timeoutSeconds", seconds));
+        }
         let accept = if table {
             TABLE_ACCEPT
         } else {

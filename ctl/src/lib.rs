@@ -61,6 +61,9 @@ pub struct GlobalFlags {
     /// List or watch objects across all namespaces.
     #[arg(short = 'A', long, global = true)]
     pub all_namespaces: bool,
+    /// How long to wait for one server request (`0`: no limit); ends watches too.
+    #[arg(long, global = true, default_value = "0", value_name = "DURATION")]
+    pub request_timeout: String,
 }
 
 /// The verbs `skiff` understands.
@@ -138,6 +141,9 @@ pub struct GetArgs {
     /// Do not print the header row.
     #[arg(long)]
     pub no_headers: bool,
+    /// Keep `metadata.managedFields` in JSON and YAML output.
+    #[arg(long)]
+    pub show_managed_fields: bool,
 }
 
 /// `skiff apply`.

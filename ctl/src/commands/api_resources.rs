@@ -93,8 +93,8 @@ pub(crate) async fn run(ctx: &Context, args: ApiResourcesArgs) -> anyhow::Result
             });
         }
     }
-    // kubectl sorts by group, keeping discovery's order within one.
-    resources.sort_by(|a, b| a.group.cmp(&b.group));
+    // kubectl's order: by group (core first), then by name.
+    resources.sort_by(|a, b| (&a.group, &a.name).cmp(&(&b.group, &b.name)));
     if names_only {
         for resource in &resources {
             if resource.group.is_empty() {
@@ -122,7 +122,7 @@ pub(crate) async fn run(ctx: &Context, args: ApiResourcesArgs) -> anyhow::Result
             resource.kind.clone(),
         ];
         if wide {
-            row.push(format!("[{}]", resource.verbs.join(" ")));
+            row.push(resource.verbs.join(","));
             row.push(resource.categories.join(","));
         }
         rows.push(row);

@@ -57,14 +57,43 @@ impl Output {
 
 impl ObjectFormat {
     /// One document (an object of `kind`, or a `List`) in this format.
-    fn render(&self, kind: &ResourceKind, document: &Value) -> anyhow::Result<String> {
+    fn render(
+        &self,
+        kind: &ResourceKind,
+        document: &Value,
+        show_managed_fields: bool,
+    ) -> anyhow::Result<String> {
         Ok(match self {
             Self::Name => format!("{}\n", printers::value_reference(kind, document)),
-            Self::Json => printers::json(document),
-            Self::Yaml => printers::yaml(document)?,
+            Self::Json => printers::json(&without_managed_fields(document, show_managed_fields)),
+            Self::Yaml => printers::yaml(&without_managed_fields(document, show_managed_fields))?,
             Self::JsonPath(template) => render_jsonpath(template, document)?,
         })
     }
+}
+
+/// kubectl hides `metadata.managedFields` (of the object, or of a List's items)
+/// unless asked to show them.
+fn without_managed_fields(document: &Value, show: bool) -> std::borrow::Cow<'_, Value> {
+    let has_managed_fields = |object: &Value| object.pointer("/metadata/managedFields").is_some();
+    let items = document.get("items").and_then(Value::as_array);
+    if show
+        || !(has_managed_fields(document)
+            || items.is_some_and(|i| i.iter().any(has_managed_fields)))
+    {
+        return std::borrow::Cow::Borrowed(document);
+    }
+    let strip = |object: &mut Value| {
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("managedFields");
+        }
+    };
+    let mut document = document.clone();
+    strip(&mut document);
+    if let Some(items) = document.get_mut("items").and_then(Value::as_array_mut) {
+        items.iter_mut().for_each(strip);
+    }
+    std::borrow::Cow::Owned(document)
 }
 
 /// Runs `skiff get`.
@@ -72,7 +101,11 @@ pub(crate) async fn run(ctx: &Context, args: GetArgs) -> anyhow::Result<ExitCode
     let selections = resources::parse(&args.resources)?;
     let output = Output::parse(args.output.as_deref())?;
     let named = selections.iter().any(|s| !s.names.is_empty());
-    if named && ctx.all_namespaces {
+    if ctx.all_namespaces
+        && selections
+            .iter()
+            .any(|s| !s.names.is_empty() && s.kind.namespaced)
+    {
         bail!("a resource cannot be retrieved by name across all namespaces");
     }
     if named && (args.selector.is_some() || args.field_selector.is_some()) {
@@ -302,7 +335,11 @@ async fn objects(
     let mut stdout = std::io::stdout().lock();
     if let ObjectFormat::Name = format {
         for (kind, object) in &found {
-            write!(stdout, "{}", format.render(kind, object)?)?;
+            write!(
+                stdout,
+                "{}",
+                format.render(kind, object, args.show_managed_fields)?
+            )?;
         }
     } else {
         let kind = selections[0].kind;
@@ -312,7 +349,11 @@ async fn objects(
             Some(printers::list(found.into_iter().map(|(_, o)| o).collect()))
         };
         if let Some(document) = document {
-            write!(stdout, "{}", format.render(kind, &document)?)?;
+            write!(
+                stdout,
+                "{}",
+                format.render(kind, &document, args.show_managed_fields)?
+            )?;
         }
     }
     stdout.flush()?;
@@ -379,7 +420,12 @@ async fn watch(
                 .cloned()
                 .unwrap_or_default();
             for item in items {
-                print_object(kind, &with_type_meta(kind, item), format)?;
+                print_object(
+                    kind,
+                    &with_type_meta(kind, item),
+                    format,
+                    args.show_managed_fields,
+                )?;
             }
         }
     }
@@ -397,7 +443,12 @@ async fn watch(
             _ => match output {
                 Output::Table { .. } => printer.table(&as_table(object))?,
                 Output::Objects(format) => {
-                    print_object(kind, &with_type_meta(kind, object), format)?;
+                    print_object(
+                        kind,
+                        &with_type_meta(kind, object),
+                        format,
+                        args.show_managed_fields,
+                    )?;
                 }
             },
         }
@@ -411,8 +462,13 @@ fn render_jsonpath(template: &str, _document: &Value) -> anyhow::Result<String> 
 }
 
 /// Prints one watched object; YAML documents are separated by `---`.
-fn print_object(kind: &ResourceKind, object: &Value, format: &ObjectFormat) -> anyhow::Result<()> {
-    let mut text = format.render(kind, object)?;
+fn print_object(
+    kind: &ResourceKind,
+    object: &Value,
+    format: &ObjectFormat,
+    show_managed_fields: bool,
+) -> anyhow::Result<()> {
+    let mut text = format.render(kind, object, show_managed_fields)?;
     if let ObjectFormat::Yaml = format {
         text.insert_str(0, "---\n");
     }

@@ -112,21 +112,38 @@ fn default_container(pod: &Value) -> anyhow::Result<String> {
     {
         return Ok(annotated.to_owned());
     }
-    let names: Vec<&str> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map(|containers| {
-            containers
-                .iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
+    let names_in = |pointer: &str| -> Vec<&str> {
+        pod.pointer(pointer)
+            .and_then(Value::as_array)
+            .map(|containers| {
+                containers
+                    .iter()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let names = names_in("/spec/containers");
+    // kubectl lists every container it could have picked, init ones marked.
+    let mut choices: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    choices.extend(
+        names_in("/spec/initContainers")
+            .iter()
+            .map(|n| format!("{n} (init)")),
+    );
+    choices.extend(
+        names_in("/spec/ephemeralContainers")
+            .iter()
+            .map(|n| format!("{n} (ephem)")),
+    );
     match names.as_slice() {
         [] => bail!("pod {:?} has no containers", printers::object_name(pod)),
         [only] => Ok((*only).to_owned()),
         [first, ..] => {
-            eprintln!("Defaulted container {first:?} out of: {}", names.join(", "));
+            eprintln!(
+                "Defaulted container {first:?} out of: {}",
+                choices.join(", ")
+            );
             Ok((*first).to_owned())
         }
     }

@@ -56,12 +56,16 @@ pub(crate) async fn run_remote(
         server: global.server.clone(),
         namespace: global.namespace.clone(),
     };
+    let request_timeout = match parse_duration(&global.request_timeout)? {
+        timeout if timeout.is_zero() => None,
+        timeout => Some(timeout),
+    };
     let connection = kubeconfig::resolve(&flags)?;
     let ctx = Context {
         namespace: connection.namespace.clone(),
         namespace_explicit: connection.namespace_explicit,
         all_namespaces: global.all_namespaces,
-        client: Client::try_new(connection)?,
+        client: Client::try_new(connection)?.with_request_timeout(request_timeout),
     };
     match command {
         RemoteCommand::Get(args) => get::run(&ctx, args).await,

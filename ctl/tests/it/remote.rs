@@ -545,6 +545,10 @@ fn get_watch_prints_rows_as_objects_change() {
     assert_eq!(words(&next())[0], "web-2");
     let _ = child.kill();
     let _ = child.wait();
+
+    // The server ends the watch at the request timeout; like kubectl, that is success.
+    let ended = success(&cp.skiff(&["get", "pods", "-w", "--request-timeout=1s", "-o", "name"]));
+    assert_eq!(ended, "pod/web-1\n");
 }
 
 #[test]
