@@ -44,25 +44,23 @@ pub(crate) async fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<ExitCo
 /// Sets the last-applied annotation to `value` without the annotation itself, as
 /// compact JSON with a trailing newline (what kubectl stores).
 fn annotate(mut value: Value) -> Value {
+    // kubectl serializes with the annotations map present (`"annotations":{}` when
+    // the manifest has none), which keeps the stored text identical to its own.
+    let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return value;
+    };
+    let annotations = metadata
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if let Some(annotations) = annotations.as_object_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+    let last_applied = format!("{value}\n");
     if let Some(annotations) = value
         .pointer_mut("/metadata/annotations")
         .and_then(Value::as_object_mut)
     {
-        annotations.remove(LAST_APPLIED);
-        if annotations.is_empty()
-            && let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut)
-        {
-            metadata.remove("annotations");
-        }
-    }
-    let last_applied = format!("{value}\n");
-    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-        let annotations = metadata
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(serde_json::Map::new()));
-        if let Some(annotations) = annotations.as_object_mut() {
-            annotations.insert(LAST_APPLIED.to_owned(), Value::String(last_applied));
-        }
+        annotations.insert(LAST_APPLIED.to_owned(), Value::String(last_applied));
     }
     value
 }
@@ -162,7 +160,9 @@ fn three_way_patch(original: Option<&Value>, modified: &Value, current: &Value) 
                     patch.insert(key.clone(), nested);
                 }
             }
-            (wanted, Some(live)) if subsumes(live, wanted) => {}
+            // Unchanged since the last apply and still live (maybe with defaults).
+            (wanted, Some(live))
+                if subsumes(live, wanted) && original.get(key).is_none_or(|o| o == wanted) => {}
             (wanted, _) => {
                 patch.insert(key.clone(), wanted.clone());
             }
@@ -198,7 +198,7 @@ mod tests {
         let annotated = annotate(manifest);
         assert_eq!(
             annotated["metadata"]["annotations"][LAST_APPLIED],
-            "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"a\"}}\n"
+            "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"annotations\":{},\"name\":\"a\"}}\n"
         );
         // Applying twice stores the same text.
         assert_eq!(annotate(annotated.clone()), annotated);
