@@ -127,6 +127,14 @@ impl Error {
         }
     }
 
+    /// The `meta/v1 Status` `message`, for servers' errors.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Self::Status(status) => status.get("message").and_then(Value::as_str),
+            _ => None,
+        }
+    }
+
     /// The HTTP code a server error carried.
     pub fn code(&self) -> Option<u64> {
         match self {

@@ -130,12 +130,34 @@ async fn server_side(
         ("fieldValidation", "Strict"),
     ];
     let path = ResourcePath::object(object.kind, namespace.as_deref(), object.name());
-    ctx.client
+    match ctx
+        .client
         .patch(&path.to_string(), &query, PatchType::Apply, &value)
         .await
-        .map_err(|e| e.with_source("patching", &object.source))?;
-    Ok(format!("{reference} serverside-applied"))
+    {
+        Ok(_) => Ok(format!("{reference} serverside-applied")),
+        // kubectl explains field conflicts instead of passing the Status on.
+        Err(error) if error.reason() == Some("Conflict") => {
+            let message = error.message().unwrap_or_default().to_owned();
+            bail!("{message}\n{CONFLICT_HELP}")
+        }
+        Err(error) => Err(error.with_source("patching", &object.source).into()),
+    }
 }
+
+/// What kubectl adds to a server-side apply conflict.
+const CONFLICT_HELP: &str =
+    "Please review the fields above--they currently have other managers. Here
+are the ways you can resolve this warning:
+* If you intend to manage all of these fields, please re-run the apply
+  command with the `--force-conflicts` flag.
+* If you do not intend to manage all of the fields, please edit your
+  manifest to remove references to the fields that should keep their
+  current managers.
+* You may co-own fields by updating your manifest to match the existing
+  value; in this case, you'll become the manager if the other manager(s)
+  stop managing the field (remove it from their configuration).
+See https://kubernetes.io/docs/reference/using-api/server-side-apply/#conflicts";
 
 /// A three-way JSON merge patch from `current` to `modified`, deleting what
 /// `original` had and `modified` dropped. Stands in until `three_way` is wired in.
