@@ -1,6 +1,6 @@
 //! A `skiff-control-plane` child process with a kubeconfig pointing at it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -121,6 +121,31 @@ impl ControlPlane {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command
+    }
+
+    /// Sends one raw HTTP/1.1 request to the API (what the tests do that `skiff`
+    /// has no verb for, like writing `/status`); returns the code and the body.
+    pub fn http(&self, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+        let address = self.api.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to the API");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send the request");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).expect("read the reply");
+        let code = reply
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("an HTTP status line");
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        (code, body.to_owned())
     }
 
     /// The system namespaces are created in the background; wait for one.

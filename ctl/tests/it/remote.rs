@@ -571,6 +571,65 @@ fn rollout_status_waits_for_the_controller() {
 }
 
 #[test]
+fn rollout_status_follows_the_deployment_status_until_rolled_out() {
+    let cp = ControlPlane::start();
+    success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &deployment(2)));
+    let mut child = cp
+        .skiff_command(&["rollout", "status", "deploy/web"])
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a status line")
+    };
+    assert_eq!(
+        next(),
+        "Waiting for deployment spec update to be observed..."
+    );
+    // Play the deployment controller: write the status kubectl's verdict reads.
+    let mut set_status = |status: &str| {
+        let (code, body) = cp.http(
+            "PATCH",
+            "/apis/apps/v1/namespaces/default/deployments/web/status",
+            "application/merge-patch+json",
+            &format!("{{\"status\":{status}}}"),
+        );
+        assert_eq!(code, 200, "{body}");
+    };
+    set_status(
+        r#"{"observedGeneration":1,"replicas":1,"updatedReplicas":1,"availableReplicas":0}"#,
+    );
+    assert_eq!(
+        next(),
+        "Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated..."
+    );
+    set_status(r#"{"replicas":3,"updatedReplicas":2}"#);
+    assert_eq!(
+        next(),
+        "Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination..."
+    );
+    set_status(r#"{"replicas":2,"availableReplicas":1}"#);
+    assert_eq!(
+        next(),
+        "Waiting for deployment \"web\" rollout to finish: 1 of 2 updated replicas are available..."
+    );
+    set_status(r#"{"availableReplicas":2}"#);
+    assert_eq!(next(), "deployment \"web\" successfully rolled out");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn api_resources_lists_discovery() {
     let cp = ControlPlane::start();
     let output = success(&cp.skiff(&["api-resources"]));
