@@ -597,7 +597,7 @@ fn rollout_status_follows_the_deployment_status_until_rolled_out() {
         "Waiting for deployment spec update to be observed..."
     );
     // Play the deployment controller: write the status kubectl's verdict reads.
-    let mut set_status = |status: &str| {
+    let set_status = |status: &str| {
         let (code, body) = cp.http(
             "PATCH",
             "/apis/apps/v1/namespaces/default/deployments/web/status",
