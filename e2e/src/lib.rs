@@ -3,9 +3,11 @@
 //!
 //! - [`process`]: child processes with temp data dirs, killed on drop.
 //! - [`stats`]: latency samples, percentiles and throughput.
+//! - [`api_bench`]: the `skiff-bench api` workload against the Kubernetes API.
 //! - [`store_bench`]: the `skiff-bench store` workload against Skiff and etcd.
 //! - [`etcd`]: the generated client for etcd's KV API.
 
+pub mod api_bench;
 pub mod process;
 pub mod stats;
 pub mod store_bench;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use skiff_e2e::store_bench;
+use skiff_e2e::{api_bench, store_bench};
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff-bench", version)]
@@ -32,6 +32,24 @@ enum Bench {
         /// Member counts to measure.
         #[arg(long, value_delimiter = ',', default_value = "1,3")]
         members: Vec<usize>,
+    },
+    /// The Kubernetes API: pod creates, LIST (JSON and Table), WATCH fan-out, memory.
+    Api {
+        /// Pods created, then listed.
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        /// Concurrent clients creating the pods.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Concurrent watchers of the pods.
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        /// Updates fanned out to the watchers, made one after the other.
+        #[arg(long, default_value_t = 200)]
+        updates: usize,
+        /// Repeats of each LIST.
+        #[arg(long, default_value_t = 20)]
+        list_repeats: usize,
     },
 }
 
@@ -61,6 +79,30 @@ async fn main() -> anyhow::Result<()> {
                 )?;
             }
             println!("{}", store_bench::result_line(&cells));
+        }
+        Bench::Api {
+            pods,
+            clients,
+            watchers,
+            updates,
+            list_repeats,
+        } => {
+            let options = api_bench::Options {
+                pods,
+                clients,
+                watchers,
+                updates,
+                list_repeats,
+            };
+            let report = api_bench::bench(&options).await?;
+            print!("{}", api_bench::table(&report));
+            if let Some(path) = &flags.json {
+                std::fs::write(
+                    path,
+                    serde_json::to_vec_pretty(&api_bench::to_json(&report))?,
+                )?;
+            }
+            println!("{}", api_bench::result_line(&report));
         }
     }
     Ok(())
