@@ -51,6 +51,27 @@ macro_rules! objects {
                 value.expect("k8s-openapi types always serialize to JSON")
             }
 
+            /// Decodes JSON this server stored itself, without the strict field walk
+            /// that client input gets (it was checked when it was written).
+            pub fn from_stored_json(kind: &'static ResourceKind, bytes: &[u8]) -> Result<Self, serde_json::Error> {
+                $(
+                    if kind == &$kind {
+                        return serde_json::from_slice::<$ty>(bytes).map(|o| Self::$variant(Box::new(o)));
+                    }
+                )*
+                Err(<serde_json::Error as serde::de::Error>::custom(format!("unknown kind {}", kind.kind)))
+            }
+
+            /// [`Object::from_stored_json`] from an already parsed value.
+            pub fn from_stored_value(kind: &'static ResourceKind, value: Value) -> Result<Self, serde_json::Error> {
+                $(
+                    if kind == &$kind {
+                        return serde_json::from_value::<$ty>(value).map(|o| Self::$variant(Box::new(o)));
+                    }
+                )*
+                Err(<serde_json::Error as serde::de::Error>::custom(format!("unknown kind {}", kind.kind)))
+            }
+
             /// Decodes `value` as `kind` (see [`codec::decode`]).
             pub fn decode(kind: &'static ResourceKind, value: Value, validation: FieldValidation) -> Result<Decoded<Self>, codec::Error> {
                 $(

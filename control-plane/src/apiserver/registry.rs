@@ -8,7 +8,6 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use skiff_api::codec::FieldValidation;
 use skiff_api::meta::{Time, jiff};
 use skiff_api::{FieldError, FieldPath, Object, ResourceKind, Selector};
 
@@ -43,14 +42,11 @@ pub fn object_key(kind: &ResourceKind, namespace: Option<&str>, name: &str) -> S
 
 /// A decoded stored object with its revision filled in.
 fn decode_stored(kind: &'static ResourceKind, kv: KeyValue) -> Result<Object, ApiError> {
-    let mut value: serde_json::Value = serde_json::from_slice(&kv.value).map_err(|e| {
-        ApiError::internal(format!(
-            "stored {} {} is not JSON: {e}",
-            kind.plural, kv.key
-        ))
+    let mut object = Object::from_stored_json(kind, &kv.value).map_err(|e| {
+        ApiError::internal(format!("stored object {} does not decode: {e}", kv.key))
     })?;
-    value["metadata"]["resourceVersion"] = serde_json::Value::String(kv.mod_revision.to_string());
-    decode_value(kind, value)
+    object.metadata_mut().resource_version = Some(kv.mod_revision.to_string());
+    Ok(object)
 }
 
 /// Decodes a stored object (as JSON, resourceVersion included).
@@ -58,8 +54,7 @@ pub(super) fn decode_value(
     kind: &'static ResourceKind,
     value: serde_json::Value,
 ) -> Result<Object, ApiError> {
-    Object::decode(kind, value, FieldValidation::Ignore)
-        .map(|decoded| decoded.object)
+    Object::from_stored_value(kind, value)
         .map_err(|e| ApiError::internal(format!("a stored {} does not decode: {e}", kind.kind)))
 }
 
@@ -325,7 +320,7 @@ impl Registry {
             let last_key = page.kvs.last().map(|kv| kv.key.clone());
             for kv in page.kvs {
                 let object = decode_stored(kind, kv)?;
-                if options.matches(&object.to_value()) {
+                if options.is_everything() || options.matches(&object.to_value()) {
                     items.push(object);
                 }
             }
@@ -852,6 +847,11 @@ pub fn field_value(object: &serde_json::Value, field: &str) -> String {
 }
 
 impl ListOptions {
+    /// Whether the options select every object (no selectors).
+    pub fn is_everything(&self) -> bool {
+        self.labels.as_ref().is_none_or(Selector::is_everything) && self.fields.is_empty()
+    }
+
     /// Whether an object (as JSON) passes the label and field selectors.
     pub fn matches(&self, object: &serde_json::Value) -> bool {
         if let Some(selector) = &self.labels {
