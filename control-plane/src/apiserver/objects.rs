@@ -627,7 +627,7 @@ async fn bind(
             &kind::POD,
             namespace,
             name,
-            call.writer(Part::Main),
+            call.writer(Part::Binding),
             |current| {
                 let Some(Object::Pod(pod)) = current else {
                     return Err(ApiError::not_found(&kind::POD, name));

@@ -681,7 +681,7 @@ fn prepare_update(
     writer: Writer<'_>,
 ) -> Result<Object, ApiError> {
     let kind = old.kind();
-    let mut object = if strategy::has_status(old) {
+    let mut object = if strategy::has_status(old) || writer.part != Part::Main {
         strategy::merge_part(writer.part, old, new)
     } else {
         new
@@ -738,7 +738,13 @@ fn prepare_update(
         let metadata = object.metadata_mut();
         metadata.generation = Some(metadata.generation.unwrap_or(0) + 1);
     }
-    let errors = object.validate_update(old);
+    // A binding sets the node name, which pod updates may not change; nothing else
+    // differs from the stored pod.
+    let errors = if writer.part == Part::Binding {
+        object.validate()
+    } else {
+        object.validate_update(old)
+    };
     if !errors.is_empty() {
         return Err(ApiError::invalid(kind, name, &errors));
     }

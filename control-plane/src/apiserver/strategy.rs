@@ -14,6 +14,8 @@ pub enum Part {
     Main,
     /// The `/status` subresource: only `status` changes.
     Status,
+    /// `pods/binding`: only `spec.nodeName` changes (which a pod update may not do).
+    Binding,
 }
 
 impl Part {
@@ -22,6 +24,7 @@ impl Part {
         match self {
             Self::Main => None,
             Self::Status => Some("status"),
+            Self::Binding => Some("binding"),
         }
     }
 }
@@ -58,14 +61,27 @@ pub fn reset_status_for_create(object: &mut Object) {
 }
 
 /// Merges a write into the stored object according to `part`: a main-resource write
-/// keeps the stored status; a status write keeps everything but the status (and the
-/// resourceVersion it was based on, for the conflict check).
+/// keeps the stored status; a status write keeps everything but the status, a binding
+/// everything but the node name (both keep the resourceVersion the write was based on,
+/// for the conflict check).
 pub fn merge_part(part: Part, old: &Object, new: Object) -> Object {
     match part {
         Part::Main => {
             let mut new = new;
             copy_status(old, &mut new);
             new
+        }
+        Part::Binding => {
+            let mut merged = old.clone();
+            if let (Object::Pod(from), Object::Pod(to)) = (&new, &mut merged) {
+                to.spec.get_or_insert_default().node_name =
+                    from.spec.as_ref().and_then(|s| s.node_name.clone());
+            }
+            merged
+                .metadata_mut()
+                .resource_version
+                .clone_from(&new.metadata().resource_version);
+            merged
         }
         Part::Status => {
             let mut merged = old.clone();

@@ -528,3 +528,295 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
     assert_eq!(listed, "deployment.apps/web\n");
     assert!(plane.pid() > 0);
 }
+
+/// Starts `skiff get … -w` and collects its lines on a channel.
+fn skiff_watch(
+    plane: &ControlPlane,
+    args: &[&str],
+) -> (std::process::Child, mpsc::Receiver<String>) {
+    let binary = skiff_e2e::process::sibling_binary("skiff").unwrap();
+    let mut child = Command::new(binary)
+        .args(args)
+        .env("KUBECONFIG", &plane.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiff_workflow_against_skiff() {
+    let plane = ControlPlane::start().await;
+    let skiff = |args: &[&str]| plane.skiff(args);
+
+    // === apply, then apply again unchanged
+    let applied = ok(&skiff(&[
+        "apply",
+        "-f",
+        "manifests/00-namespace.yaml",
+        "-f",
+        DEPLOYMENT,
+        "-f",
+        "manifests/11-web-service.yaml",
+    ]));
+    assert_eq!(
+        applied,
+        "namespace/demo created\ndeployment.apps/web created\nservice/web created\n"
+    );
+    assert_eq!(
+        ok(&skiff(&["apply", "-f", DEPLOYMENT])),
+        "deployment.apps/web unchanged\n"
+    );
+
+    // === get in every format
+    let table = ok(&skiff(&["get", "deploy", "-n", "demo"]));
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    let wide = ok(&skiff(&["get", "deploy", "-n", "demo", "-o", "wide"]));
+    assert!(
+        wide.contains("SELECTOR") && wide.contains("app=web"),
+        "{wide}"
+    );
+    let yaml = ok(&skiff(&[
+        "get", "deploy", "web", "-n", "demo", "-o", "yaml",
+    ]));
+    assert!(
+        yaml.contains("kind: Deployment") && yaml.contains("replicas: 3"),
+        "{yaml}"
+    );
+    let object = json_of(&ok(&skiff(&[
+        "get", "deploy", "web", "-n", "demo", "-o", "json",
+    ])));
+    assert_eq!(object["spec"]["replicas"], 3);
+    let replicas = ok(&skiff(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]));
+    assert_eq!(replicas, "3");
+    assert_eq!(
+        ok(&skiff(&["get", "deploy,svc", "-A", "-o", "name"])),
+        "deployment.apps/web\nservice/web\n"
+    );
+    let selected = ok(&skiff(&["get", "svc", "-A", "-l", "app=web", "-o", "name"]));
+    assert_eq!(selected, "service/web\n");
+    let by_field = ok(&skiff(&[
+        "get",
+        "ns",
+        "--field-selector",
+        "metadata.name=demo",
+        "-o",
+        "name",
+    ]));
+    assert_eq!(by_field, "namespace/demo\n");
+    let described = ok(&skiff(&["describe", "deployment", "web", "-n", "demo"]));
+    assert!(described.contains("3 desired"), "{described}");
+
+    // === watch, scale to 5 and back
+    let (mut watcher, rows) = skiff_watch(&plane, &["get", "deploy", "-n", "demo", "-w"]);
+    let mut seen = Vec::new();
+    expect_line(&rows, &["web", "0/3"], &mut seen);
+    assert_eq!(
+        ok(&skiff(&[
+            "scale",
+            "deployment/web",
+            "-n",
+            "demo",
+            "--replicas=5"
+        ])),
+        "deployment.apps/web scaled\n"
+    );
+    expect_line(&rows, &["web", "0/5"], &mut seen);
+    ok(&skiff(&[
+        "scale",
+        "deploy",
+        "web",
+        "-n",
+        "demo",
+        "--replicas=3",
+    ]));
+    expect_line(&rows, &["web", "0/3"], &mut seen);
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    // === apply after editing: a dropped label is removed
+    let with_tier = plane.write("web-tier.yaml", &web_with_labels("    tier: frontend\n"));
+    assert_eq!(
+        ok(&skiff(&["apply", "-f", &with_tier])),
+        "deployment.apps/web configured\n"
+    );
+    assert_eq!(
+        ok(&skiff(&["apply", "-f", DEPLOYMENT])),
+        "deployment.apps/web configured\n"
+    );
+    let labels = ok(&skiff(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]));
+    assert_eq!(json_of(&labels), json!({"app": "web"}));
+
+    // === server-side apply
+    let api = plane.write(
+        "api.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: api\n  namespace: demo\nspec:\n  selector:\n    app: api\n  ports:\n  - port: 8080\n",
+    );
+    assert_eq!(
+        ok(&skiff(&["apply", "--server-side", "-f", &api])),
+        "service/api serverside-applied\n"
+    );
+
+    // === errors are one line
+    let typo = plane.write(
+        "typo.yaml",
+        &std::fs::read_to_string(crate::harness::workspace().join(DEPLOYMENT))
+            .unwrap()
+            .replace("replicas: 3", "replicaz: 3"),
+    );
+    let error = fails(&skiff(&["apply", "-f", &typo]));
+    assert!(error.contains("spec.replicaz"), "{error}");
+    assert_eq!(error.trim_end().lines().count(), 1, "{error}");
+    let error = fails(&skiff(&["get", "deploy", "nope", "-n", "demo"]));
+    assert!(error.contains("NotFound"), "{error}");
+    let error = fails(&skiff(&["create", "namespace", "Bad_Name"]));
+    assert!(error.contains("Invalid"), "{error}");
+
+    // === delete, api-resources, create namespace
+    assert_eq!(
+        ok(&skiff(&["delete", "-f", DEPLOYMENT])),
+        "deployment.apps \"web\" deleted\n"
+    );
+    fails(&skiff(&["get", "deploy", "web", "-n", "demo"]));
+    let resources = ok(&skiff(&["api-resources"]));
+    assert!(
+        resources
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["deployments", "deploy", "apps/v1", "true", "Deployment"]),
+        "{resources}"
+    );
+    assert_eq!(
+        ok(&skiff(&["create", "namespace", "shop"])),
+        "namespace/shop created\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subresources_and_collections_over_http() {
+    let plane = ControlPlane::start().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let (code, _) = plane
+            .http("POST", pods, "application/json", pod.to_string().as_bytes())
+            .await;
+        assert_eq!(code, 201);
+    }
+
+    // /status changes the status and nothing else; the main resource cannot.
+    let (_, mut pod) = plane.http("GET", &format!("{pods}/a"), "", b"").await;
+    pod["status"]["phase"] = json!("Running");
+    pod["metadata"]["labels"]["app"] = json!("changed");
+    let (code, updated) = plane
+        .http(
+            "PUT",
+            &format!("{pods}/a/status"),
+            "application/json",
+            pod.to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(code, 200, "{updated}");
+    assert_eq!(updated["status"]["phase"], "Running");
+    assert_eq!(updated["metadata"]["labels"]["app"], "x");
+    let (code, patched) = plane
+        .http(
+            "PATCH",
+            &format!("{pods}/a"),
+            "application/merge-patch+json",
+            br#"{"status":{"phase":"Failed"}}"#,
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        patched["status"]["phase"], "Running",
+        "main resource keeps status"
+    );
+
+    // Binding assigns a node once.
+    let binding = br#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"b"},"target":{"kind":"Node","name":"n1"}}"#;
+    let (code, _) = plane
+        .http(
+            "POST",
+            &format!("{pods}/b/binding"),
+            "application/json",
+            binding,
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, status) = plane
+        .http(
+            "POST",
+            &format!("{pods}/b/binding"),
+            "application/json",
+            binding,
+        )
+        .await;
+    assert_eq!(code, 409, "{status}");
+    let (_, bound) = plane.http("GET", &format!("{pods}/b"), "", b"").await;
+    assert_eq!(bound["spec"]["nodeName"], "n1");
+
+    // A pod on a node is deleted gracefully: 202 and a deletionTimestamp.
+    let (code, deleting) = plane.http("DELETE", &format!("{pods}/b"), "", b"").await;
+    assert_eq!(code, 202, "{deleting}");
+    assert_eq!(deleting["metadata"]["deletionGracePeriodSeconds"], 30);
+    let (code, _) = plane
+        .http(
+            "DELETE",
+            &format!("{pods}/b"),
+            "application/json",
+            br#"{"gracePeriodSeconds":0}"#,
+        )
+        .await;
+    assert_eq!(code, 200);
+
+    // deletecollection with a selector removes only what matches.
+    let (code, deleted) = plane
+        .http("DELETE", &format!("{pods}?labelSelector=app%3Dx"), "", b"")
+        .await;
+    assert_eq!(code, 200, "{deleted}");
+    assert_eq!(deleted["kind"], "PodList");
+    assert_eq!(deleted["items"].as_array().unwrap().len(), 1);
+    let (_, left) = plane.http("GET", pods, "", b"").await;
+    let names: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["c"]);
+
+    // OpenAPI: v3 for kubectl, v2 only as JSON.
+    let (code, index) = plane.http("GET", "/openapi/v3", "", b"").await;
+    assert_eq!(code, 200);
+    assert!(index["paths"]["apis/apps/v1"]["serverRelativeURL"].is_string());
+    let (code, _) = plane.http("GET", "/openapi/v2", "", b"").await;
+    assert_eq!(code, 404, "kubectl asks for protobuf; it must get a 404");
+}
