@@ -28,12 +28,24 @@ fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// Starts `kubectl get … -w` and collects its lines on a channel.
-fn watch(plane: &ControlPlane, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut child = Command::new("kubectl")
+/// Starts a `get … -w` of kubectl (`skiff` false) or skiff and collects its lines on a
+/// channel.
+fn watch(
+    plane: &ControlPlane,
+    skiff: bool,
+    args: &[&str],
+) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut command = if skiff {
+        Command::new(skiff_e2e::process::sibling_binary("skiff").unwrap())
+    } else {
+        let mut kubectl = Command::new("kubectl");
+        kubectl
+            .arg("--cache-dir")
+            .arg(plane.scratch.path().join("kube-cache"));
+        kubectl
+    };
+    let mut child = command
         .args(args)
-        .arg("--cache-dir")
-        .arg(plane.scratch.path().join("kube-cache"))
         .env("KUBECONFIG", &plane.kubeconfig)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -154,6 +166,7 @@ async fn kubectl_workflow_against_skiff() {
     // === watch sees ADDED, MODIFIED and DELETED while we scale, patch and delete
     let (mut watcher, events) = watch(
         &plane,
+        false,
         &["get", "deploy", "-n", "demo", "-w", "--output-watch-events"],
     );
     let mut seen = Vec::new();
@@ -529,31 +542,6 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
     assert!(plane.pid() > 0);
 }
 
-/// Starts `skiff get … -w` and collects its lines on a channel.
-fn skiff_watch(
-    plane: &ControlPlane,
-    args: &[&str],
-) -> (std::process::Child, mpsc::Receiver<String>) {
-    let binary = skiff_e2e::process::sibling_binary("skiff").unwrap();
-    let mut child = Command::new(binary)
-        .args(args)
-        .env("KUBECONFIG", &plane.kubeconfig)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skiff_workflow_against_skiff() {
     let plane = ControlPlane::start().await;
@@ -627,7 +615,7 @@ async fn skiff_workflow_against_skiff() {
     assert!(described.contains("3 desired"), "{described}");
 
     // === watch, scale to 5 and back
-    let (mut watcher, rows) = skiff_watch(&plane, &["get", "deploy", "-n", "demo", "-w"]);
+    let (mut watcher, rows) = watch(&plane, true, &["get", "deploy", "-n", "demo", "-w"]);
     let mut seen = Vec::new();
     expect_line(&rows, &["web", "0/3"], &mut seen);
     assert_eq!(
