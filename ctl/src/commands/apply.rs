@@ -10,6 +10,7 @@ use super::{Context, ManifestObject, finish, placed, read_manifests};
 use crate::ApplyArgs;
 use crate::client::{PatchType, ResourcePath};
 use crate::printers;
+use crate::three_way;
 
 /// Where client-side apply keeps what it applied last.
 pub(crate) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -100,7 +101,7 @@ async fn client_side(
             object.kind.plural
         );
     }
-    let patch = three_way_patch(original.as_ref(), &modified, &live);
+    let patch = three_way::patch(original.as_ref(), &modified, &live);
     if patch.as_object().is_some_and(serde_json::Map::is_empty) {
         return Ok(format!("{reference} unchanged"));
     }
@@ -158,54 +159,6 @@ are the ways you can resolve this warning:
   value; in this case, you'll become the manager if the other manager(s)
   stop managing the field (remove it from their configuration).
 See https://kubernetes.io/docs/reference/using-api/server-side-apply/#conflicts";
-
-/// A three-way JSON merge patch from `current` to `modified`, deleting what
-/// `original` had and `modified` dropped. Stands in until `three_way` is wired in.
-fn three_way_patch(original: Option<&Value>, modified: &Value, current: &Value) -> Value {
-    let empty = serde_json::Map::new();
-    let (Some(modified), current) = (modified.as_object(), current.as_object().unwrap_or(&empty))
-    else {
-        return modified.clone();
-    };
-    let original = original.and_then(Value::as_object).unwrap_or(&empty);
-    let mut patch = serde_json::Map::new();
-    for key in original.keys() {
-        if !modified.contains_key(key) && current.contains_key(key) {
-            patch.insert(key.clone(), Value::Null);
-        }
-    }
-    for (key, wanted) in modified {
-        match (wanted, current.get(key)) {
-            (Value::Object(_), Some(live @ Value::Object(_))) => {
-                let nested = three_way_patch(original.get(key), wanted, live);
-                if nested.as_object().is_some_and(|n| !n.is_empty()) {
-                    patch.insert(key.clone(), nested);
-                }
-            }
-            // Unchanged since the last apply and still live (maybe with defaults).
-            (wanted, Some(live))
-                if subsumes(live, wanted) && original.get(key).is_none_or(|o| o == wanted) => {}
-            (wanted, _) => {
-                patch.insert(key.clone(), wanted.clone());
-            }
-        }
-    }
-    Value::Object(patch)
-}
-
-/// Whether `live` already has everything `wanted` says: the server adds defaults
-/// (inside list items too), which must not count as changes.
-fn subsumes(live: &Value, wanted: &Value) -> bool {
-    match (live, wanted) {
-        (Value::Object(live), Value::Object(wanted)) => wanted
-            .iter()
-            .all(|(key, value)| live.get(key).is_some_and(|l| subsumes(l, value))),
-        (Value::Array(live), Value::Array(wanted)) => {
-            live.len() == wanted.len() && live.iter().zip(wanted).all(|(l, w)| subsumes(l, w))
-        }
-        (live, wanted) => live == wanted,
-    }
-}
 
 #[cfg(test)]
 mod tests {
