@@ -11,6 +11,7 @@ use skiff_api::ResourceKind;
 use super::{Context, finish};
 use crate::GetArgs;
 use crate::client::{self, ResourcePath};
+use crate::jsonpath;
 use crate::printers::{self, Aligner, TableFormat, TableOptions};
 use crate::resources::{self, Selection};
 
@@ -31,7 +32,9 @@ enum ObjectFormat {
     /// The objects as YAML.
     Yaml,
     /// A JSONPath template over the object (or the `List`).
-    JsonPath(String),
+    JsonPath(jsonpath::Template),
+    /// The same, each action's results printed as a JSON array.
+    JsonPathAsJson(jsonpath::Template),
 }
 
 impl Output {
@@ -42,15 +45,19 @@ impl Output {
             Some("name") => Self::Objects(ObjectFormat::Name),
             Some("json") => Self::Objects(ObjectFormat::Json),
             Some("yaml") => Self::Objects(ObjectFormat::Yaml),
-            Some(other) => match other
-                .strip_prefix("jsonpath=")
-                .or_else(|| other.strip_prefix("jsonpath-as-json="))
-            {
-                Some(template) => Self::Objects(ObjectFormat::JsonPath(template.to_owned())),
-                None => bail!(
-                    "unable to match a printer suitable for the output format {other:?}, allowed formats are: json,jsonpath,name,wide,yaml"
-                ),
-            },
+            Some(other) => {
+                if let Some(template) = other.strip_prefix("jsonpath=") {
+                    Self::Objects(ObjectFormat::JsonPath(jsonpath::Template::parse(template)?))
+                } else if let Some(template) = other.strip_prefix("jsonpath-as-json=") {
+                    Self::Objects(ObjectFormat::JsonPathAsJson(jsonpath::Template::parse(
+                        template,
+                    )?))
+                } else {
+                    bail!(
+                        "unable to match a printer suitable for the output format {other:?}, allowed formats are: json,jsonpath,jsonpath-as-json,name,wide,yaml"
+                    )
+                }
+            }
         })
     }
 }
@@ -67,7 +74,8 @@ impl ObjectFormat {
             Self::Name => format!("{}\n", printers::value_reference(kind, document)),
             Self::Json => printers::json(&without_managed_fields(document, show_managed_fields)),
             Self::Yaml => printers::yaml(&without_managed_fields(document, show_managed_fields))?,
-            Self::JsonPath(template) => render_jsonpath(template, document)?,
+            Self::JsonPath(template) => template.render(document)?,
+            Self::JsonPathAsJson(template) => template.render_as_json(document)?,
         })
     }
 }
@@ -454,11 +462,6 @@ async fn watch(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Renders `-o jsonpath=…`; the template engine (`jsonpath`) is not wired in yet.
-fn render_jsonpath(template: &str, _document: &Value) -> anyhow::Result<String> {
-    bail!("-o jsonpath={template}: JSONPath output is not available in this build yet")
 }
 
 /// Prints one watched object; YAML documents are separated by `---`.
