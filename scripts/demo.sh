@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo of what Skiff runs today: validate the example manifests offline, start a
 # three-member control plane on 127.0.0.1, create the manifests through its API with
-# kubectl, kill the Raft leader with SIGKILL, and show the survivors elect a new one and
+# skiff, kill the Raft leader with SIGKILL, and show the survivors elect a new one and
 # still serve every object. Everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,10 +43,13 @@ kubectl_at() { # port args...
   local port=$1; shift
   KUBECONFIG=/dev/null kubectl --server "http://127.0.0.1:$port" --cache-dir "$work/kube-cache" "$@"
 }
-if command -v kubectl >/dev/null; then
-  echo "=== kubectl create -f manifests/ through member a's API (127.0.0.1:23891)"
-  kubectl_at 23891 create -f manifests/ --validate=false
-fi
+skiff_at() { # port args...
+  local port=$1; shift
+  KUBECONFIG=/dev/null "$bin/skiff" --server "http://127.0.0.1:$port" "$@"
+}
+echo "=== skiff apply -f manifests/ through member a's API (127.0.0.1:23891)"
+skiff_at 23891 apply -f manifests/
+skiff_at 23891 scale deployment/web -n demo --replicas=5
 
 leader=$("$bin/skiff-control-plane" member list --peer 127.0.0.1:23791 | awk '$3 == "leader" {print $2}')
 port=${leader##*:}
@@ -61,8 +64,10 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 "$bin/skiff-control-plane" member list --peer "$survivor"
+echo "=== the objects survived: skiff get deployments,services -A through $survivor's member"
+skiff_at $((${survivor##*:} + 100)) get deployments,services -A -o wide
 if command -v kubectl >/dev/null; then
-  echo "=== the objects survived: kubectl get deployments,services -A through $survivor's member"
-  kubectl_at $((${survivor##*:} + 100)) get deployments,services -A
+  echo "=== and the real kubectl sees the same"
+  kubectl_at $((${survivor##*:} + 100)) describe deployment web -n demo
 fi
 echo "=== demo done: a new leader took over and every object is still there"
