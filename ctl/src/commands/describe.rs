@@ -4,13 +4,13 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use anyhow::bail;
 use serde_json::Value;
 use skiff_api::{ResourceKind, kind};
 
 use super::{Context, finish};
 use crate::DescribeArgs;
-use crate::client::ResourcePath;
+use crate::client::{self, ResourcePath};
+use crate::describe;
 use crate::printers;
 use crate::resources;
 
@@ -79,68 +79,106 @@ async fn description(
     kind: &'static ResourceKind,
     object: &Value,
 ) -> anyhow::Result<String> {
-    let text = |pointer: &str| {
-        object
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+    let name = printers::object_name(object);
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let uid = object
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut about = events(ctx, kind, name, namespace, uid).await?;
+    if kind == &kind::NODE {
+        // The kubelet names its node by name where controllers use the uid; kubectl
+        // asks for both.
+        about.extend(events(ctx, kind, name, namespace, name).await?);
+    }
+    let selector =
+        || resources::label_selector(object.pointer("/spec/selector").unwrap_or(&Value::Null));
+    let related = if kind == &kind::DEPLOYMENT {
+        list(
+            ctx,
+            &kind::REPLICA_SET,
+            Some(namespace),
+            &[("labelSelector", &selector())],
+        )
+        .await?
+    } else if kind == &kind::REPLICA_SET {
+        list(
+            ctx,
+            &kind::POD,
+            Some(namespace),
+            &[("labelSelector", &selector())],
+        )
+        .await?
+    } else if kind == &kind::SERVICE {
+        let path = ResourcePath::object(&kind::ENDPOINTS, Some(namespace), name);
+        match ctx.client.get(&path.to_string(), &[]).await {
+            Ok(endpoints) => vec![endpoints],
+            Err(error) if error.is_not_found() => Vec::new(),
+            Err(error) => return Err(error.into()),
+        }
+    } else if kind == &kind::NODE {
+        let on_node = format!("spec.nodeName={name},status.phase!=Succeeded,status.phase!=Failed");
+        list(ctx, &kind::POD, None, &[("fieldSelector", &on_node)]).await?
+    } else {
+        Vec::new()
     };
-    let namespace = text("/metadata/namespace");
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Ok(describe::describe(kind, object, &about, &related, now))
+}
+
+/// The events about one object, as kubectl selects them.
+async fn events(
+    ctx: &Context,
+    kind: &ResourceKind,
+    name: &str,
+    namespace: &str,
+    uid: &str,
+) -> anyhow::Result<Vec<Value>> {
     let mut selector = Vec::new();
     if kind == &kind::DEPLOYMENT {
         selector.push(format!("involvedObject.kind={}", kind.kind));
     }
-    selector.push(format!(
-        "involvedObject.name={}",
-        printers::object_name(object)
-    ));
+    selector.push(format!("involvedObject.name={name}"));
     selector.push(format!("involvedObject.namespace={namespace}"));
-    selector.push(format!("involvedObject.uid={}", text("/metadata/uid")));
+    selector.push(format!("involvedObject.uid={uid}"));
     let selector = selector.join(",");
-    let events_path =
-        ResourcePath::collection(&kind::EVENT, Some(namespace).filter(|n| !n.is_empty()));
-    let events = match ctx
-        .client
-        .get(&events_path.to_string(), &[("fieldSelector", &selector)])
-        .await
+    let namespace = Some(namespace).filter(|n| !n.is_empty());
+    match list(
+        ctx,
+        &kind::EVENT,
+        namespace,
+        &[("fieldSelector", &selector)],
+    )
+    .await
     {
-        Ok(list) => list
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
+        Ok(events) => Ok(events),
         // kubectl shows `Events: <none>` when it cannot read events.
-        Err(error) if error.is_not_found() => Vec::new(),
-        Err(error) => return Err(error.into()),
-    };
-    let mut related = Vec::new();
-    if kind == &kind::DEPLOYMENT {
-        let selector =
-            resources::label_selector(object.pointer("/spec/selector").unwrap_or(&Value::Null));
-        let path = ResourcePath::collection(&kind::REPLICA_SET, Some(namespace));
-        let list = ctx
-            .client
-            .get(&path.to_string(), &[("labelSelector", &selector)])
-            .await?;
-        related = list
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        Err(error)
+            if error
+                .downcast_ref::<client::Error>()
+                .is_some_and(client::Error::is_not_found) =>
+        {
+            Ok(Vec::new())
+        }
+        Err(error) => Err(error),
     }
-    render(kind, object, &events, &related)
 }
 
-/// Renders the description; the `describe` formatter is not wired in yet.
-fn render(
-    kind: &ResourceKind,
-    object: &Value,
-    events: &[Value],
-    related: &[Value],
-) -> anyhow::Result<String> {
-    let _ = (object, events, related);
-    bail!(
-        "describe {} is not available in this build yet",
-        kind.plural
-    )
+/// The items of a list of `kind` in `namespace` (all namespaces for `None`).
+async fn list(
+    ctx: &Context,
+    kind: &'static ResourceKind,
+    namespace: Option<&str>,
+    query: &[(&str, &str)],
+) -> anyhow::Result<Vec<Value>> {
+    let path = ResourcePath::collection(kind, namespace);
+    let list = ctx.client.get(&path.to_string(), query).await?;
+    Ok(list
+        .get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
 }
