@@ -132,8 +132,14 @@ impl ApiError {
     pub fn invalid(kind: &ResourceKind, name: &str, errors: &[FieldError]) -> Self {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         let message = format!("{} {name:?} is invalid: {}", kind.kind, list.join(", "));
+        // Unlike the other reasons, Invalid names the kind (`Pod`), not the resource:
+        // kubectl prints `The Pod "x" is invalid`.
+        let mut details = details(kind, name, causes(errors));
+        if let Some(details) = details.as_mut() {
+            details.kind = Some(kind.kind.to_owned());
+        }
         Self {
-            details: details(kind, name, causes(errors)),
+            details,
             ..Self::new(422, "Invalid", message)
         }
     }
