@@ -607,6 +607,14 @@ impl Watch {
     }
 }
 
+/// The `items` of a list reply (none if it has none).
+pub fn items(list: &Value) -> Vec<Value> {
+    list.get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use tokio::time::{Instant, sleep};
 
 use super::{Context, finish, manifest_namespace, parse_duration, read_manifests};
 use crate::DeleteArgs;
-use crate::client::ResourcePath;
+use crate::client::{self, ResourcePath};
 use crate::resources;
 
 /// One object to delete.
@@ -144,11 +144,7 @@ async fn targets(
                 continue;
             }
         };
-        let items = list
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let items = client::items(&list);
         for item in items {
             let name = crate::printers::object_name(&item).to_owned();
             let namespace = item

@@ -30,11 +30,7 @@ pub(crate) async fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<Exi
                 .into_iter()
                 .collect();
             match ctx.client.get(&path.to_string(), &query).await {
-                Ok(list) => list
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
+                Ok(list) => client::items(&list),
                 Err(error) => {
                     errors.push(error.into());
                     continue;
@@ -176,9 +172,5 @@ async fn list(
 ) -> anyhow::Result<Vec<Value>> {
     let path = ResourcePath::collection(kind, namespace);
     let list = ctx.client.get(&path.to_string(), query).await?;
-    Ok(list
-        .get("items")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default())
+    Ok(client::items(&list))
 }

@@ -422,11 +422,7 @@ async fn watch(
     match output {
         Output::Table { .. } => printer.table(&list)?,
         Output::Objects(format) => {
-            let items = list
-                .get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let items = client::items(&list);
             for item in items {
                 print_object(
                     kind,

@@ -10,7 +10,7 @@ use skiff_api::kind;
 
 use super::{Context, parse_duration};
 use crate::LogsArgs;
-use crate::client::ResourcePath;
+use crate::client::{self, ResourcePath};
 use crate::printers;
 use crate::resources;
 
@@ -74,11 +74,7 @@ async fn pod(ctx: &Context, target: &str) -> anyhow::Result<Value> {
         .client
         .get(&pods_path.to_string(), &[("labelSelector", &selector)])
         .await?;
-    let mut pods = list
-        .get("items")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mut pods = client::items(&list);
     if pods.is_empty() {
         bail!("no pods found for {}/{name}", kind.qualified_singular());
     }

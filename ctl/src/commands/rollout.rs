@@ -66,11 +66,7 @@ async fn watch_until_done(ctx: &Context, name: &str) -> anyhow::Result<()> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let items = list
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let items = client::items(&list);
         for deployment in &items {
             if report(deployment)? {
                 return Ok(());
