@@ -1,7 +1,8 @@
 //! `/metrics`: Prometheus text with kube-apiserver's metric names where one exists.
 //!
 //! - `apiserver_request_total{verb,resource,code}` and
-//!   `apiserver_request_duration_seconds{verb,resource}` (a watch counts when it ends);
+//!   `apiserver_request_duration_seconds{verb,resource}` (a watch counts when its stream
+//!   opens; its length shows in the watcher gauge);
 //! - `apiserver_registered_watchers{kind}`: open watches;
 //! - `skiff_store_request_duration_seconds{operation}`: store calls made by the API;
 //! - `skiff_store_revision`, `skiff_store_is_leader`: the store's state at scrape time.
