@@ -2,7 +2,7 @@
 //! tonic clients and servers.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["skiff/raft.proto", "skiff/kv.proto"];
+    let protos = ["skiff/raft.proto", "skiff/kv.proto", "skiff/node.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -4,6 +4,9 @@
 //! Today it holds only its [`Config`]: the runtime, pod workers and networking arrive
 //! with the node-agent issue, and [`run`] says so instead of pretending to work.
 
+pub mod pods;
+pub mod runtime;
+
 use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
