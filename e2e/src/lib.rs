@@ -1,12 +1,14 @@
 //! End-to-end support: running Skiff's binaries and peer systems as real processes,
 //! and the measurement code of `skiff-bench`.
 //!
+//! - [`agent`]: a real node agent process, reset (containers removed) on drop.
 //! - [`process`]: child processes with temp data dirs, killed on drop.
 //! - [`stats`]: latency samples, percentiles and throughput.
 //! - [`api_bench`]: the `skiff-bench api` workload against the Kubernetes API.
 //! - [`store_bench`]: the `skiff-bench store` workload against Skiff and etcd.
 //! - [`etcd`]: the generated client for etcd's KV API.
 
+pub mod agent;
 pub mod api_bench;
 pub mod process;
 pub mod stats;
