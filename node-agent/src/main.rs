@@ -1,8 +1,11 @@
-//! `skiff-node-agent`: parses flags and runs the library.
+//! `skiff-node-agent`: parses flags and runs the library (or one of its helper
+//! processes, or `reset`).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 /// Skiff's node agent.
@@ -10,28 +13,105 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "skiff-node-agent", version)]
 struct Flags {
     /// Directory for images, container state and logs.
-    #[arg(long, default_value = "/var/lib/skiff/node-agent")]
+    #[arg(long, global = true, default_value = "/var/lib/skiff/node-agent")]
     data_dir: PathBuf,
-    /// The control plane's URL.
+    /// The control plane's URL (`http://HOST:6443`).
     #[arg(long)]
-    server: String,
+    server: Option<String>,
     /// The join token.
     #[arg(long)]
     token: Option<String>,
     /// The node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
+    /// The node's IP (default: the local address that reaches the control plane).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// Where to serve logs and exec to the control plane.
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    listen: SocketAddr,
+    /// A registry (`host:port`) to reach over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// A host directory hostPath volumes may use; repeatable (default: none).
+    #[arg(long = "allow-host-path")]
+    allowed_host_paths: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stops and removes every container and pod sandbox under --data-dir (images stay).
+    Reset,
+}
+
+fn main() -> ExitCode {
+    // Shims, exec and sandbox helpers are this same executable; they run before any
+    // thread exists.
+    if let Some(code) = skiff_node_agent::runtime::helper::run_helper_if_requested() {
+        return code;
+    }
     let flags = Flags::parse();
-    let config = skiff_node_agent::Config {
-        data_dir: flags.data_dir,
-        server: flags.server,
-        token: flags.token,
-        node_name: flags.node_name,
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("skiff-node-agent: {error}");
+            return ExitCode::FAILURE;
+        }
     };
-    skiff_node_agent::run(config, CancellationToken::new()).await?;
+    match runtime.block_on(run(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("skiff-node-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    if let Some(Command::Reset) = flags.command {
+        let config =
+            skiff_node_agent::runtime::container::RuntimeConfig::new(flags.data_dir, None)?;
+        skiff_node_agent::runtime::reset(&config).await?;
+        return Ok(());
+    }
+    let Some(server) = flags.server else {
+        anyhow::bail!("--server is required (the control plane's URL, e.g. http://127.0.0.1:6443)");
+    };
+    let mut config = skiff_node_agent::Config::new(flags.data_dir, server);
+    config.token = flags.token;
+    config.node_name = flags.node_name;
+    config.node_ip = flags.node_ip;
+    config.listen = flags.listen;
+    config.insecure_registries = flags.insecure_registries;
+    config.allowed_host_paths = flags.allowed_host_paths;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        stop.cancel();
+    });
+    skiff_node_agent::run(config, shutdown).await?;
     Ok(())
 }
