@@ -3,6 +3,7 @@
 //!
 //! - [`agent`]: a real node agent process, reset (containers removed) on drop.
 //! - [`process`]: child processes with temp data dirs, killed on drop.
+//! - [`registry`]: a real local OCI registry and busybox test images.
 //! - [`stats`]: latency samples, percentiles and throughput.
 //! - [`api_bench`]: the `skiff-bench api` workload against the Kubernetes API.
 //! - [`store_bench`]: the `skiff-bench store` workload against Skiff and etcd.
@@ -11,6 +12,7 @@
 pub mod agent;
 pub mod api_bench;
 pub mod process;
+pub mod registry;
 pub mod stats;
 pub mod store_bench;
 
