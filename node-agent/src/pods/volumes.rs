@@ -179,13 +179,26 @@ fn check_host_path(
         path: path.display().to_string(),
         allowed: allowed.to_vec(),
     };
-    // The allow-list is checked on the nearest existing ancestor, resolved.
+    // The allow-list is checked on the path with its nearest existing ancestor resolved
+    // and the rest (which must be plain names) appended; allowed prefixes resolve too.
+    if !path.is_absolute()
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(not_allowed());
+    }
     let mut existing = path;
     while !existing.exists() {
         existing = existing.parent().ok_or_else(not_allowed)?;
     }
-    let resolved = existing.canonicalize().map_err(io)?;
-    if !allowed.iter().any(|prefix| resolved.starts_with(prefix)) {
+    let rest = path.strip_prefix(existing).map_err(|_| not_allowed())?;
+    let resolved = existing.canonicalize().map_err(io)?.join(rest);
+    let inside = |prefix: &PathBuf| {
+        let prefix = prefix.canonicalize().unwrap_or_else(|_| prefix.clone());
+        resolved.starts_with(prefix)
+    };
+    if !allowed.iter().any(inside) {
         return Err(not_allowed());
     }
     match kind {

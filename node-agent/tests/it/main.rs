@@ -3,4 +3,5 @@
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
 mod image;
+mod probe;
 mod runtime;
