@@ -1,7 +1,11 @@
-//! Skiff's node agent (being assembled).
+//! Skiff's node agent: registers its node with the control plane, runs the pods bound
+//! to it as native containers (`runtime`), one worker per pod (`pods`), and serves their
+//! logs and exec (`server`).
 
+pub mod control;
 pub mod pods;
 pub mod runtime;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -83,8 +87,110 @@ pub enum Error {
     },
 }
 
-/// Runs the agent until `shutdown` fires.
+/// Runs the agent until `shutdown` fires: opens the runtime and image store, serves
+/// the `Agent` gRPC service, registers the Node (then prints `registered` on stdout),
+/// heartbeats, adopts the containers already on disk and runs the pods bound to the
+/// node. Containers outlive the agent: a restarted agent adopts them.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let _ = (config, shutdown);
-    Err(Error::Config("not assembled yet".into()))
+    let open = |what: &str| {
+        let what = what.to_owned();
+        move |error: &dyn std::fmt::Display| Error::Open {
+            what: what.clone(),
+            message: error.to_string(),
+        }
+    };
+    let runtime = runtime::container::RuntimeConfig::new(
+        config.data_dir.clone(),
+        config.helper_binary.clone(),
+    )
+    .map_err(|e| open("the data directory")(&e))?;
+    let images = runtime::image::ImageStore::open(
+        &runtime.data_dir.join("images"),
+        runtime::image::RegistryConfig {
+            insecure: config.insecure_registries.clone(),
+        },
+    )
+    .map_err(|e| open("the image store")(&e))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            address: config.listen,
+            source,
+        })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| Error::Listen {
+            address: config.listen,
+            source,
+        })?
+        .port();
+    let name = match &config.node_name {
+        Some(name) => name.clone(),
+        None => nix::unistd::gethostname()
+            .map_err(|e| Error::Config(format!("reading the host name: {e}")))?
+            .to_string_lossy()
+            .to_lowercase(),
+    };
+    let ip = config
+        .node_ip
+        .or_else(|| control::local_ip_towards(&config.server))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "cannot tell this node's IP towards {}; pass --node-ip",
+                config.server
+            ))
+        })?;
+    let control = control::ControlPlane::new(&config.server, &name)
+        .map_err(|e| Error::Config(format!("--server {}: {e}", config.server)))?;
+
+    let service = server::AgentService::new(runtime.clone());
+    let serving = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(skiff_proto::node::agent_server::AgentServer::new(service))
+            .serve_with_incoming_shutdown(incoming, serving.cancelled_owned())
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "the agent's gRPC service stopped");
+        }
+    });
+
+    let identity = control::NodeIdentity {
+        name: name.clone(),
+        ip,
+        port,
+        labels: config.node_labels.clone(),
+    };
+    let node = control::node_object(&identity, &runtime.data_dir);
+    let Some(interval) = control.register_until_done(&node, &shutdown).await else {
+        return Ok(());
+    };
+    println!(
+        "skiff-node-agent: node {name} registered with {} (agent service on {ip}:{port})",
+        config.server
+    );
+    tracing::info!(node = %name, server = %config.server, "registered");
+    let heartbeats = tokio::spawn({
+        let control = control.clone();
+        let shutdown = shutdown.clone();
+        async move { control.heartbeats(node, interval, shutdown).await }
+    });
+
+    let context = std::sync::Arc::new(pods::NodeContext {
+        runtime: runtime.clone(),
+        images,
+        backoff: config.backoff,
+        node_ip: Some(ip),
+        allowed_host_paths: config.allowed_host_paths.clone(),
+        sink: std::sync::Arc::new(control.clone()),
+    });
+    let mut manager = pods::PodManager::new(context)
+        .await
+        .map_err(|e| open("the containers on disk")(&e))?;
+    control.watch_pods(&mut manager, shutdown.clone()).await;
+    let _ = heartbeats.await;
+    let _ = server.await;
+    Ok(())
 }
