@@ -171,15 +171,15 @@ impl Report {
 
 /// A plain-HTTP client of the API server.
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     client: Client<HttpConnector, Full<Bytes>>,
-    base: String,
+    pub(crate) base: String,
 }
 
 /// A complete reply.
-struct Reply {
-    status: StatusCode,
-    body: Bytes,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Bytes,
 }
 
 impl Api {
@@ -209,7 +209,7 @@ impl Api {
     }
 
     /// Sends a request and reads the whole reply, within [`REQUEST_TIMEOUT`].
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -231,7 +231,7 @@ impl Api {
     }
 
     /// Sends a request and returns once the reply's head arrived (for watches).
-    async fn open(&self, path: &str) -> anyhow::Result<Response<Incoming>> {
+    pub(crate) async fn open(&self, path: &str) -> anyhow::Result<Response<Incoming>> {
         let request = self.request(Method::GET, path, None, "application/json", Bytes::new())?;
         timeout(REQUEST_TIMEOUT, self.client.request(request))
             .await
@@ -276,7 +276,7 @@ fn pod_json(idx: usize) -> Bytes {
 }
 
 /// The resident set size of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let line = status
@@ -290,14 +290,14 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// A running `skiff-control-plane` and its API's base URL.
-struct Server {
+pub(crate) struct Server {
     process: Process,
-    pid: u32,
-    api: Api,
+    pub(crate) pid: u32,
+    pub(crate) api: Api,
 }
 
 impl Server {
-    async fn start() -> anyhow::Result<Self> {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
         let binary = sibling_binary("skiff-control-plane")?;
         let dir = tempfile::tempdir()?;
         let args = vec![
@@ -327,7 +327,7 @@ impl Server {
     }
 
     /// Waits until a LIST succeeds (the store has a leader and serves).
-    async fn wait_ready(&self) -> anyhow::Result<()> {
+    pub(crate) async fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let reply = self

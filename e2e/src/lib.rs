@@ -6,11 +6,13 @@
 //! - [`registry`]: a real local OCI registry and busybox test images.
 //! - [`stats`]: latency samples, percentiles and throughput.
 //! - [`api_bench`]: the `skiff-bench api` workload against the Kubernetes API.
+//! - [`pod_start_bench`]: `skiff-bench pod-start`, pod start vs `crun run`, agent memory.
 //! - [`store_bench`]: the `skiff-bench store` workload against Skiff and etcd.
 //! - [`etcd`]: the generated client for etcd's KV API.
 
 pub mod agent;
 pub mod api_bench;
+pub mod pod_start_bench;
 pub mod process;
 pub mod registry;
 pub mod stats;

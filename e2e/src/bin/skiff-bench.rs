@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use skiff_e2e::{api_bench, store_bench};
+use skiff_e2e::{api_bench, pod_start_bench, store_bench};
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff-bench", version)]
@@ -50,6 +50,16 @@ enum Bench {
         /// Repeats of each LIST.
         #[arg(long, default_value_t = 20)]
         list_repeats: usize,
+    },
+    /// Pod start (assignment → container running, image cached) vs `crun run`, and
+    /// the node agent's memory idle and with many pods. Needs root.
+    PodStart {
+        /// Timed starts per system.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Pods running at once for the loaded memory figure.
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
     },
 }
 
@@ -103,6 +113,21 @@ async fn main() -> anyhow::Result<()> {
                 )?;
             }
             println!("{}", api_bench::result_line(&report));
+        }
+        Bench::PodStart { runs, pods } => {
+            let options = pod_start_bench::Options {
+                runs,
+                pods_for_memory: pods,
+            };
+            let report = pod_start_bench::bench(&options).await?;
+            print!("{}", pod_start_bench::table(&report));
+            if let Some(path) = &flags.json {
+                std::fs::write(
+                    path,
+                    serde_json::to_vec_pretty(&pod_start_bench::to_json(&report))?,
+                )?;
+            }
+            println!("{}", pod_start_bench::result_line(&report));
         }
     }
     Ok(())

@@ -6,5 +6,6 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+mod agent;
 mod api;
 mod harness;
