@@ -2,11 +2,13 @@
 //!
 //! - [`store`]: the Raft-replicated key-value store, the source of truth.
 //! - [`apiserver`]: the Kubernetes-shaped REST API over the store (in progress).
+//! - [`nodes`]: the gRPC `Node` service node agents call (served beside the API).
 //! - [`admin`]: operator commands against a running member (`member list|remove`).
 //! - [`Config`] and [`run`]: what `skiff-control-plane` starts.
 
 pub mod admin;
 pub mod apiserver;
+pub mod nodes;
 pub mod store;
 
 use std::net::SocketAddr;

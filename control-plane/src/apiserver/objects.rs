@@ -12,7 +12,10 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use skiff_api::codec::{self, FieldValidation, Format, Limits};
 use skiff_api::patch::PatchType;
+use skiff_api::types::{Node, Pod};
 use skiff_api::{FieldError, FieldPath, Object, ResourceKind, Selector, kind};
+use skiff_proto::node::LogsRequest;
+use skiff_proto::node::agent_client::AgentClient;
 use std::time::Duration;
 
 use super::error::ApiError;
@@ -173,7 +176,7 @@ pub async fn handle(
             bind(ctx, &call, &resource, request).await
         }
         Some("log") if resource.kind == &kind::POD && method == Method::GET => {
-            log(ctx, &resource).await
+            log(ctx, &call, &resource).await
         }
         Some(subresource) => Err(ApiError::no_route(&format!(
             "{}/{subresource}",
@@ -660,22 +663,237 @@ async fn bind(
     ))
 }
 
-/// `GET pods/{name}/log`: the node that runs the pod serves its logs.
-async fn log(ctx: &Context, resource: &ResourceRequest) -> Result<Response<Body>, ApiError> {
+/// The annotation naming the container `logs` and `exec` default to.
+const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+
+/// How long connecting to a node's agent may take.
+const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Log chunks buffered between the node and the client.
+const LOG_BUFFER: usize = 16;
+
+/// `GET pods/{name}/log`: the node that runs the pod serves its logs; they are
+/// streamed through as they come (`follow=true` keeps the stream open).
+async fn log(
+    ctx: &Context,
+    call: &Call,
+    resource: &ResourceRequest,
+) -> Result<Response<Body>, ApiError> {
     let namespace = resource.namespace.as_deref();
     let name = resource.name.as_deref().unwrap_or_default();
     let Object::Pod(pod) = ctx.registry.get(&kind::POD, namespace, name).await? else {
         return Err(ApiError::not_found(&kind::POD, name));
     };
-    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-    match node.filter(|n| !n.is_empty()) {
-        None => Err(ApiError::bad_request(format!(
+    let container = log_container(&pod, call.param("container"))?;
+    let request = logs_request(call, &pod, container)?;
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    let Some(node_name) = node_name.filter(|n| !n.is_empty()) else {
+        return Err(ApiError::bad_request(format!(
             "pod {name} does not have a host assigned"
-        ))),
-        Some(node) => Err(ApiError::unavailable(format!(
-            "no connection to node {node} to read the logs of pod {name}"
-        ))),
+        )));
+    };
+    let unreachable = |why: &str| {
+        ApiError::unavailable(format!(
+            "no connection to node {node_name} to read the logs of pod {name}: {why}"
+        ))
+    };
+    let Object::Node(node) = ctx.registry.get(&kind::NODE, None, node_name).await? else {
+        return Err(ApiError::not_found(&kind::NODE, node_name));
+    };
+    let endpoint = agent_endpoint(&node).ok_or_else(|| {
+        unreachable("the node has no InternalIP address or kubelet endpoint port")
+    })?;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .map_err(|e| unreachable(&e.to_string()))?
+        .connect_timeout(AGENT_CONNECT_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| unreachable(&e.to_string()))?;
+    let mut client = AgentClient::new(channel);
+    let mut stream = client
+        .logs(request)
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::NotFound | tonic::Code::InvalidArgument => {
+                ApiError::bad_request(status.message())
+            }
+            tonic::Code::Unavailable => unreachable(status.message()),
+            _ => ApiError::internal(status.message()),
+        })?
+        .into_inner();
+    // The gRPC stream is not `Sync`, as response bodies must be: a task forwards it,
+    // and stops when the client hangs up or the server shuts down.
+    let (sender, receiver) = tokio::sync::mpsc::channel(LOG_BUFFER);
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                () = cancel.cancelled() => return,
+                () = sender.closed() => return,
+                message = stream.message() => message,
+            };
+            match message {
+                Ok(Some(chunk)) if chunk.data.is_empty() => {}
+                Ok(Some(chunk)) => {
+                    let frame = Frame::data(Bytes::from(chunk.data));
+                    if sender
+                        .send(Ok::<_, std::convert::Infallible>(frame))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(status) => {
+                    tracing::debug!(%status, "a log stream from a node failed");
+                    return;
+                }
+            }
+        }
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "text/plain")
+        .header("Transfer-Encoding", "chunked")
+        .body(BodyExt::boxed(body))
+        .expect("static headers are valid"))
+}
+
+/// The container whose log a request reads, defaulted as Kubernetes does: the only
+/// container, else the one the `kubectl.kubernetes.io/default-container` annotation
+/// names; any container (init and ephemeral ones included) may be named.
+fn log_container(pod: &Pod, requested: Option<&str>) -> Result<String, ApiError> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let containers: Vec<&str> = spec
+        .map(|s| s.containers.iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    let init_containers: Vec<&str> = spec
+        .and_then(|s| s.init_containers.as_ref())
+        .map(|cs| cs.iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    let ephemeral_containers: Vec<&str> = spec
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .map(|cs| cs.iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    let exists = |container: &str| {
+        containers
+            .iter()
+            .chain(&init_containers)
+            .chain(&ephemeral_containers)
+            .any(|c| *c == container)
+    };
+    if let Some(container) = requested.filter(|c| !c.is_empty()) {
+        if !exists(container) {
+            return Err(ApiError::bad_request(format!(
+                "container {container} is not valid for pod {name}"
+            )));
+        }
+        return Ok(container.to_owned());
     }
+    if let [only] = containers.as_slice() {
+        return Ok((*only).to_owned());
+    }
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DEFAULT_CONTAINER))
+        .filter(|c| exists(c));
+    if let Some(container) = annotated {
+        return Ok(container.clone());
+    }
+    let mut message = format!(
+        "a container name must be specified for pod {name}, choose one of: [{}]",
+        containers.join(" ")
+    );
+    if !init_containers.is_empty() {
+        message.push_str(&format!(
+            " or one of the init containers: [{}]",
+            init_containers.join(" ")
+        ));
+    }
+    Err(ApiError::bad_request(message))
+}
+
+/// The agent's `Logs` request from the query (`follow`, `tailLines`, `sinceSeconds`
+/// or `sinceTime`, `timestamps`, `previous`, `limitBytes`), checked as Kubernetes
+/// checks `PodLogOptions`.
+fn logs_request(call: &Call, pod: &Pod, container: String) -> Result<LogsRequest, ApiError> {
+    let number = |name: &str, minimum: i64| -> Result<Option<i64>, ApiError> {
+        let Some(text) = call.param(name).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let value: i64 = text
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid {name} {text:?}")))?;
+        if value < minimum {
+            return Err(ApiError::bad_request(format!(
+                "{name}: Invalid value: {value}: must be greater than or equal to {minimum}"
+            )));
+        }
+        Ok(Some(value))
+    };
+    let tail_lines = number("tailLines", 0)?;
+    let since_seconds = number("sinceSeconds", 1)?;
+    let limit_bytes = number("limitBytes", 1)?;
+    let since_time = match call.param("sinceTime").filter(|v| !v.is_empty()) {
+        Some(text) => Some(
+            text.parse::<skiff_api::meta::jiff::Timestamp>()
+                .map_err(|e| ApiError::bad_request(format!("invalid sinceTime {text:?}: {e}")))?
+                .as_second(),
+        ),
+        None => None,
+    };
+    let since = match (since_seconds, since_time) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "at most one of sinceTime or sinceSeconds may be specified",
+            ));
+        }
+        // The agent takes a point in time: seconds since the epoch.
+        (Some(seconds), None) => now_timestamp().as_second().saturating_sub(seconds).max(1),
+        (None, Some(time)) => time.max(1),
+        (None, None) => 0,
+    };
+    Ok(LogsRequest {
+        pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+        container,
+        follow: call.flag("follow"),
+        tail_lines: tail_lines.unwrap_or(-1),
+        since_seconds: since,
+        timestamps: call.flag("timestamps"),
+        previous: call.flag("previous"),
+        limit_bytes: limit_bytes.unwrap_or(0),
+    })
+}
+
+/// Where a node's agent serves: `http://<InternalIP>:<kubelet endpoint port>`.
+fn agent_endpoint(node: &Node) -> Option<String> {
+    let status = node.status.as_ref()?;
+    let address = status
+        .addresses
+        .iter()
+        .flatten()
+        .find(|a| a.type_ == "InternalIP")?
+        .address
+        .clone();
+    let port = status
+        .daemon_endpoints
+        .as_ref()?
+        .kubelet_endpoint
+        .as_ref()?
+        .port;
+    if port <= 0 {
+        return None;
+    }
+    let host = match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => address,
+    };
+    Some(format!("http://{host}:{port}"))
 }
 
 /// DELETE of a collection: every object that matches the selectors, as a list.
@@ -928,4 +1146,175 @@ async fn delete_options(
                 .as_array()
                 .is_some_and(|modes| modes.iter().any(|m| m == "All")),
     })
+}
+
+#[cfg(test)]
+mod log_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(value: Value) -> Pod {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn two_containers(annotations: Value) -> Pod {
+        pod(json!({
+            "metadata": {"name": "web", "uid": "u1", "annotations": annotations},
+            "spec": {
+                "initContainers": [{"name": "init"}],
+                "containers": [{"name": "a"}, {"name": "b"}],
+            },
+        }))
+    }
+
+    fn call(params: &[(&str, &str)]) -> Call {
+        Call {
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            table: None,
+            manager: String::new(),
+            dry_run: false,
+        }
+    }
+
+    #[test]
+    fn the_only_container_is_the_default() {
+        let single =
+            pod(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "app"}]}}));
+        assert_eq!(log_container(&single, None).unwrap(), "app");
+        assert_eq!(log_container(&single, Some("")).unwrap(), "app");
+        assert_eq!(log_container(&single, Some("app")).unwrap(), "app");
+        let error = log_container(&single, Some("nope")).unwrap_err();
+        assert_eq!(
+            (error.code, error.message.as_str()),
+            (400, "container nope is not valid for pod web")
+        );
+    }
+
+    #[test]
+    fn several_containers_need_a_name_or_the_default_annotation() {
+        let error = log_container(&two_containers(json!({})), None).unwrap_err();
+        assert_eq!(error.code, 400);
+        assert_eq!(
+            error.message,
+            "a container name must be specified for pod web, choose one of: [a b] or one of the init containers: [init]"
+        );
+        let annotated = two_containers(json!({DEFAULT_CONTAINER: "b"}));
+        assert_eq!(log_container(&annotated, None).unwrap(), "b");
+        assert_eq!(log_container(&annotated, Some("a")).unwrap(), "a");
+        assert_eq!(
+            log_container(&annotated, Some("init")).unwrap(),
+            "init",
+            "init containers have logs too"
+        );
+        let stale = two_containers(json!({DEFAULT_CONTAINER: "gone"}));
+        assert!(
+            log_container(&stale, None).is_err(),
+            "an annotation naming no container does not count"
+        );
+        let no_init = pod(
+            json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]}}),
+        );
+        assert_eq!(
+            log_container(&no_init, None).unwrap_err().message,
+            "a container name must be specified for pod web, choose one of: [a b]"
+        );
+    }
+
+    #[test]
+    fn log_requests_follow_the_query() {
+        let web = two_containers(json!({}));
+        let plain = logs_request(&call(&[]), &web, "a".into()).unwrap();
+        assert_eq!(
+            plain,
+            LogsRequest {
+                pod_uid: "u1".into(),
+                container: "a".into(),
+                follow: false,
+                tail_lines: -1,
+                since_seconds: 0,
+                timestamps: false,
+                previous: false,
+                limit_bytes: 0,
+            }
+        );
+        let full = logs_request(
+            &call(&[
+                ("follow", "true"),
+                ("tailLines", "10"),
+                ("sinceSeconds", "60"),
+                ("timestamps", "true"),
+                ("previous", "true"),
+                ("limitBytes", "4096"),
+            ]),
+            &web,
+            "b".into(),
+        )
+        .unwrap();
+        let since = now_timestamp().as_second() - 60;
+        assert!(
+            (since - 2..=since).contains(&full.since_seconds),
+            "{full:?}"
+        );
+        assert_eq!(
+            (full.follow, full.tail_lines, full.timestamps, full.previous),
+            (true, 10, true, true)
+        );
+        assert_eq!(full.limit_bytes, 4096);
+        let at = logs_request(
+            &call(&[("sinceTime", "2024-05-01T10:00:00Z")]),
+            &web,
+            "a".into(),
+        )
+        .unwrap();
+        assert_eq!(at.since_seconds, 1_714_557_600);
+        for bad in [
+            ("tailLines", "-1"),
+            ("tailLines", "x"),
+            ("sinceSeconds", "0"),
+            ("limitBytes", "0"),
+            ("sinceTime", "yesterday"),
+        ] {
+            let error = logs_request(&call(&[bad]), &web, "a".into()).unwrap_err();
+            assert_eq!(error.code, 400, "{bad:?}");
+        }
+        let both = logs_request(
+            &call(&[("sinceSeconds", "5"), ("sinceTime", "2024-05-01T10:00:00Z")]),
+            &web,
+            "a".into(),
+        );
+        assert!(both.is_err());
+    }
+
+    #[test]
+    fn agents_serve_on_the_internal_ip_and_kubelet_port() {
+        let node = |status: Value| -> Node {
+            serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": status})).unwrap()
+        };
+        let endpoint = agent_endpoint(&node(json!({
+            "addresses": [{"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "10.0.0.7"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        })));
+        assert_eq!(endpoint.as_deref(), Some("http://10.0.0.7:10250"));
+        let v6 = agent_endpoint(&node(json!({
+            "addresses": [{"type": "InternalIP", "address": "fd00::7"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        })));
+        assert_eq!(v6.as_deref(), Some("http://[fd00::7]:10250"));
+        assert_eq!(
+            agent_endpoint(&node(
+                json!({"addresses": [{"type": "InternalIP", "address": "10.0.0.7"}]})
+            )),
+            None
+        );
+        assert_eq!(
+            agent_endpoint(&node(
+                json!({"daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}})
+            )),
+            None
+        );
+    }
 }

@@ -92,7 +92,7 @@ fn now_plus(seconds_to_add: i64) -> Time {
 }
 
 /// The current time (k8s-openapi's jiff is built without its clock).
-pub(super) fn now_timestamp() -> jiff::Timestamp {
+pub(crate) fn now_timestamp() -> jiff::Timestamp {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

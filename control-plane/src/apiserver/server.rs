@@ -16,12 +16,15 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::codegen::Service as _;
+use tonic::service::Routes;
 
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::registry::Registry;
 use super::request::{Route, route};
 use super::{discovery, objects, openapi};
+use crate::nodes::NodeService;
 
 /// Response bodies: whole (most replies) or streamed (watches).
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -51,7 +54,11 @@ fn version_info() -> Value {
 }
 
 /// Serves the API on `listener` until `cancel` fires; connections in flight finish.
+/// Requests with a `content-type` of `application/grpc…` go to the gRPC services
+/// (the `Node` service of node agents) on the same listener.
 pub async fn serve(registry: Registry, listener: TcpListener, cancel: CancellationToken) {
+    let grpc =
+        Routes::new(NodeService::new(registry.clone(), cancel.clone()).into_server()).prepare();
     let context = Arc::new(Context {
         metrics: Metrics::new(registry.store().clone(), registry.store_latency()),
         registry,
@@ -71,11 +78,18 @@ pub async fn serve(registry: Registry, listener: TcpListener, cancel: Cancellati
         };
         let _ = stream.set_nodelay(true);
         let context = context.clone();
+        let grpc = grpc.clone();
         let cancel = cancel.clone();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let context = context.clone();
-                async move { Ok::<_, Infallible>(handle(&context, request).await) }
+                let grpc = grpc.clone();
+                async move {
+                    if is_grpc(&request) {
+                        return Ok::<_, Infallible>(handle_grpc(grpc, request).await);
+                    }
+                    Ok(handle(&context, request).await)
+                }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -92,6 +106,83 @@ pub async fn serve(registry: Registry, listener: TcpListener, cancel: Cancellati
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Whether a request is a gRPC call (`content-type: application/grpc[+proto…]`).
+fn is_grpc(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/grpc"))
+}
+
+/// Hands a gRPC call to tonic and streams its reply, trailers included (they carry
+/// `grpc-status`); a body error ends the stream.
+async fn handle_grpc(mut grpc: Routes, request: Request<Incoming>) -> Response<Body> {
+    let response = match std::future::poll_fn(|cx| {
+        tonic::codegen::Service::<Request<Incoming>>::poll_ready(&mut grpc, cx)
+    })
+    .await
+    {
+        Ok(()) => grpc.call(request).await,
+        Err(never) => match never {},
+    };
+    let response = match response {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    response.map(|body| {
+        GrpcBody {
+            body: std::sync::Mutex::new(body),
+            ended: false,
+        }
+        .boxed()
+    })
+}
+
+/// A tonic reply body as one of ours: its data and trailer frames as they come, the
+/// end at the first error. (The mutex makes it `Sync`, as [`Body`] needs; polling has
+/// `&mut` access, so it is never locked.)
+struct GrpcBody {
+    body: std::sync::Mutex<tonic::body::Body>,
+    ended: bool,
+}
+
+impl hyper::body::Body for GrpcBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return std::task::Poll::Ready(None);
+        }
+        let body = this
+            .body
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match std::pin::Pin::new(body).poll_frame(cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => std::task::Poll::Ready(Some(Ok(frame))),
+            std::task::Poll::Ready(Some(Err(status))) => {
+                tracing::debug!(%status, "a gRPC reply body failed");
+                this.ended = true;
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Ready(None) => {
+                this.ended = true;
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
 }
 
 /// A JSON reply.

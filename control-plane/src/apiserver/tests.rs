@@ -512,7 +512,7 @@ async fn bound_pods_and_finalizers_delete_gracefully() {
 }
 
 /// Reads watch lines until `count` events have arrived (or 5 s pass).
-async fn events(watch: &mut watch::Watch, count: usize) -> Vec<(String, String)> {
+async fn events(watch: &mut Watch, count: usize) -> Vec<(String, String)> {
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while seen.len() < count {
@@ -532,8 +532,8 @@ async fn events(watch: &mut watch::Watch, count: usize) -> Vec<(String, String)>
     seen
 }
 
-fn watch_params(resource_version: Option<u64>) -> watch::WatchParams {
-    watch::WatchParams {
+fn watch_params(resource_version: Option<u64>) -> WatchParams {
+    WatchParams {
         resource_version,
         timeout: Duration::from_secs(30),
         bookmarks: false,
@@ -558,7 +558,7 @@ async fn watch_sends_current_state_then_changes_in_order() {
         .await
         .unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let mut from_now = watch::Watch::start(
+    let mut from_now = Watch::start(
         &registry,
         &POD,
         Some("default"),
@@ -575,7 +575,7 @@ async fn watch_sends_current_state_then_changes_in_order() {
         .unwrap()
         .parse()
         .unwrap();
-    let mut from_first = watch::Watch::start(
+    let mut from_first = Watch::start(
         &registry,
         &POD,
         Some("default"),
@@ -629,7 +629,7 @@ async fn watch_selectors_turn_transitions_into_added_and_deleted() {
     };
     let mut params = watch_params(None);
     params.timeout = Duration::from_secs(3);
-    let mut web = watch::Watch::start(&registry, &POD, None, options, params, cancel)
+    let mut web = Watch::start(&registry, &POD, None, options, params, cancel)
         .await
         .unwrap();
     registry
@@ -675,7 +675,7 @@ async fn watch_from_a_compacted_revision_is_a_410_error_event() {
             .unwrap();
     }
     let cancel = tokio_util::sync::CancellationToken::new();
-    let mut old = watch::Watch::start(
+    let mut old = Watch::start(
         &registry,
         &POD,
         None,

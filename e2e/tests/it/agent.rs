@@ -242,7 +242,7 @@ async fn pods_run_serve_http_log_exec_and_leave_nothing_behind() {
         "{nodes}"
     );
 
-    let web = cluster.pod(
+    cluster.pod(
         "web",
         serde_json::json!({
             "containers": [{"name": "httpd", "image": cluster.httpd}],
