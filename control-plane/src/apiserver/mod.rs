@@ -11,7 +11,8 @@
 //!   `protobuf`: the protobuf bodies typed `kubectl create` sends.
 //! - [`table`]: `meta/v1 Table` rendering with kubectl's columns.
 //! - `metrics`: `/metrics`.
-//! - `server`: the hyper server ([`serve`]).
+//! - `server`: the hyper server ([`serve`]); gRPC calls on the same port go to
+//!   [`crate::nodes`].
 
 mod discovery;
 mod error;

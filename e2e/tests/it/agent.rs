@@ -245,20 +245,24 @@ async fn pods_run_serve_http_log_exec_and_leave_nothing_behind() {
     cluster.pod(
         "web",
         serde_json::json!({
+            // httpd as its pid namespace's init ignores SIGTERM (no handler): the
+            // grace period runs out and SIGKILL ends it, as under Kubernetes.
+            "terminationGracePeriodSeconds": 3,
             "containers": [{"name": "httpd", "image": cluster.httpd}],
         }),
     );
     let port = skiff_e2e::process::free_port().unwrap();
-    let host = cluster.pod(
+    cluster.pod(
         "hostweb",
         serde_json::json!({
             "hostNetwork": true,
+            "terminationGracePeriodSeconds": 3,
             "containers": [{"name": "httpd", "image": cluster.httpd,
                 "args": ["-f", "-p", format!("127.0.0.1:{port}"), "-h", "/www"]}],
         }),
     );
     let web = cluster.wait_running("web").await;
-    cluster.wait_running("hostweb").await;
+    let host = cluster.wait_running("hostweb").await;
     let status = container_status(&web, "httpd");
     assert_eq!(status["restartCount"], 0);
     assert!(
@@ -292,7 +296,7 @@ async fn pods_run_serve_http_log_exec_and_leave_nothing_behind() {
 
     // Logs: httpd -vv logs each request to stderr.
     let logs = ok(&cluster.plane.kubectl(&["logs", "web"]));
-    assert!(logs.contains("GET /"), "{logs}");
+    assert!(logs.contains("url:/") && logs.contains("response:200"), "{logs}");
 
     // Exec: the hostname is the pod's name; the process sees its own pid namespace.
     let (code, out) = cluster.exec(&web, "httpd", &["hostname"]).await;
@@ -312,12 +316,14 @@ async fn pods_run_serve_http_log_exec_and_leave_nothing_behind() {
         "{cgroup}"
     );
 
-    // Deletion stops the containers (graceful) and removes everything.
+    // Deletion stops the containers (SIGTERM, the 3 s grace period, SIGKILL) and
+    // removes everything.
     let started = Instant::now();
     cluster.delete(&["web", "hostweb"]);
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "httpd stops on SIGTERM"
+        took >= Duration::from_secs(3) && took < Duration::from_secs(20),
+        "deletion took {took:?}, not the grace period"
     );
     cluster.assert_clean(&[uid(&web), uid(&host)], &[pid, host_pid]);
     drop(cluster.registry);
