@@ -296,7 +296,10 @@ async fn pods_run_serve_http_log_exec_and_leave_nothing_behind() {
 
     // Logs: httpd -vv logs each request to stderr.
     let logs = ok(&cluster.plane.kubectl(&["logs", "web"]));
-    assert!(logs.contains("url:/") && logs.contains("response:200"), "{logs}");
+    assert!(
+        logs.contains("url:/") && logs.contains("response:200"),
+        "{logs}"
+    );
 
     // Exec: the hostname is the pod's name; the process sees its own pid namespace.
     let (code, out) = cluster.exec(&web, "httpd", &["hostname"]).await;

@@ -1,0 +1,516 @@
+//! The gRPC `Node` service (`skiff.node.v1.Node`): what node agents call on the
+//! control plane to register, heartbeat, learn their pods and report on them. Every
+//! call goes through the [`Registry`], with the same metadata, validation and
+//! resourceVersion rules as the REST API.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::NodeCondition;
+use serde_json::Value;
+use skiff_api::Object;
+use skiff_api::kind::{NODE, POD};
+use skiff_api::meta::{Time, jiff};
+use skiff_api::types::{Node, NodeStatus, PodStatus};
+use skiff_proto::node::node_server::{self, NodeServer};
+use skiff_proto::node::pod_event::Type as EventType;
+use skiff_proto::node::{
+    FinishPodDeletionReply, HeartbeatReply, HeartbeatRequest, PodEvent, PodRef, PodStatusReport,
+    RegisterReply, RegisterRequest, ReportPodStatusReply, WatchPodsRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::apiserver::{
+    ApiError, DeleteOptions, ListOptions, Part, Registry, Watch, WatchParams, Writer, now_timestamp,
+};
+
+/// The field manager of every write the service makes for an agent.
+pub const MANAGER: &str = "skiff-node-agent";
+
+/// How often agents are told to heartbeat.
+pub const HEARTBEAT_INTERVAL_SECONDS: u32 = 10;
+
+/// How long one `WatchPods` stream may last (agents reconnect after it ends).
+const WATCH_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Events buffered per `WatchPods` stream before the watch waits for the agent.
+const WATCH_BUFFER: usize = 64;
+
+/// The annotation on the bookmark that ends a watch's initial events.
+const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+
+/// The `Node` gRPC service over the registry.
+#[derive(Clone)]
+pub struct NodeService {
+    registry: Registry,
+    cancel: CancellationToken,
+}
+
+impl NodeService {
+    /// A service writing through `registry`; its pod watches end when `cancel` fires.
+    pub fn new(registry: Registry, cancel: CancellationToken) -> Self {
+        Self { registry, cancel }
+    }
+
+    /// The service wrapped for a tonic server or `Routes`.
+    pub fn into_server(self) -> NodeServer<Self> {
+        NodeServer::new(self)
+    }
+}
+
+/// An API error as a gRPC status carrying Kubernetes' message.
+pub fn status_of(error: &ApiError) -> Status {
+    let message = error.message.clone();
+    match (error.code, error.reason) {
+        (404, _) => Status::not_found(message),
+        (409, "AlreadyExists") => Status::already_exists(message),
+        (409, _) => Status::aborted(message),
+        (400 | 413 | 415 | 422, _) => Status::invalid_argument(message),
+        (403, _) => Status::permission_denied(message),
+        (410, _) => Status::out_of_range(message),
+        (503 | 504, _) => Status::unavailable(message),
+        _ => Status::internal(message),
+    }
+}
+
+/// The current time at second precision, as Kubernetes stores timestamps.
+fn now() -> Time {
+    let seconds = now_timestamp().as_second();
+    Time(jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+}
+
+/// `conditions` with `lastHeartbeatTime` set to `now`, and `lastTransitionTime` kept
+/// from the `stored` condition of the same type when its status did not change (set to
+/// `now` when it changed and the agent gave none).
+fn reconcile_conditions(
+    conditions: Vec<NodeCondition>,
+    stored: &[NodeCondition],
+    now: &Time,
+) -> Vec<NodeCondition> {
+    conditions
+        .into_iter()
+        .map(|mut condition| {
+            condition.last_heartbeat_time = Some(now.clone());
+            match stored.iter().find(|s| s.type_ == condition.type_) {
+                Some(previous) if previous.status == condition.status => {
+                    condition
+                        .last_transition_time
+                        .clone_from(&previous.last_transition_time);
+                    if condition.last_transition_time.is_none() {
+                        condition.last_transition_time = Some(now.clone());
+                    }
+                }
+                Some(_) => condition.last_transition_time = Some(now.clone()),
+                None => {
+                    if condition.last_transition_time.is_none() {
+                        condition.last_transition_time = Some(now.clone());
+                    }
+                }
+            }
+            condition
+        })
+        .collect()
+}
+
+/// The agent's status, with its conditions reconciled against the stored ones.
+fn reconcile_status(mut status: NodeStatus, stored: Option<&NodeStatus>) -> NodeStatus {
+    let now = now();
+    let stored_conditions = stored
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    if let Some(conditions) = status.conditions.take() {
+        status.conditions = Some(reconcile_conditions(conditions, stored_conditions, &now));
+    }
+    status
+}
+
+/// The stored node updated with what a re-registering agent says about itself:
+/// labels and annotations merged (the agent's keys win), the spec fields the agent
+/// sets (never `podCIDR`/`podCIDRs`, which the cluster assigns, nor `unschedulable`
+/// unless the agent asks to be cordoned), taints merged by key and effect.
+fn merge_registration(stored: &Node, agent: &Node) -> Node {
+    let mut node = stored.clone();
+    node.metadata.resource_version = None;
+    let merge = |into: &mut Option<BTreeMap<String, String>>,
+                 from: &Option<BTreeMap<String, String>>| {
+        if let Some(from) = from.as_ref().filter(|m| !m.is_empty()) {
+            let into = into.get_or_insert_default();
+            for (key, value) in from {
+                into.insert(key.clone(), value.clone());
+            }
+        }
+    };
+    merge(&mut node.metadata.labels, &agent.metadata.labels);
+    merge(&mut node.metadata.annotations, &agent.metadata.annotations);
+    if let Some(agent_spec) = &agent.spec {
+        let spec = node.spec.get_or_insert_default();
+        if agent_spec.provider_id.is_some() {
+            spec.provider_id.clone_from(&agent_spec.provider_id);
+        }
+        if agent_spec.external_id.is_some() {
+            spec.external_id.clone_from(&agent_spec.external_id);
+        }
+        if agent_spec.config_source.is_some() {
+            spec.config_source.clone_from(&agent_spec.config_source);
+        }
+        if agent_spec.unschedulable == Some(true) {
+            spec.unschedulable = Some(true);
+        }
+        for taint in agent_spec.taints.iter().flatten() {
+            let taints = spec.taints.get_or_insert_default();
+            match taints
+                .iter_mut()
+                .find(|t| t.key == taint.key && t.effect == taint.effect)
+            {
+                Some(existing) => *existing = taint.clone(),
+                None => taints.push(taint.clone()),
+            }
+        }
+    }
+    node
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Status> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Status::invalid_argument(format!("the {what} is not valid JSON: {e}")))
+}
+
+fn encode(object: &Object) -> Vec<u8> {
+    serde_json::to_vec(&object.to_value()).unwrap_or_default()
+}
+
+fn as_node(object: Option<&Object>, name: &str) -> Result<Node, ApiError> {
+    match object {
+        Some(Object::Node(node)) => Ok(node.as_ref().clone()),
+        _ => Err(ApiError::not_found(&NODE, name)),
+    }
+}
+
+impl NodeService {
+    /// Replaces the node's status with `status` (conditions reconciled).
+    async fn write_node_status(&self, name: &str, status: &NodeStatus) -> Result<Object, Status> {
+        let writer = Writer {
+            manager: MANAGER,
+            part: Part::Status,
+            apply: false,
+            dry_run: false,
+        };
+        let written = self
+            .registry
+            .write(&NODE, None, name, writer, |current| {
+                let mut node = as_node(current, name)?;
+                node.metadata.resource_version = None;
+                node.status = Some(reconcile_status(status.clone(), node.status.as_ref()));
+                Ok(Object::from(node))
+            })
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(written.object)
+    }
+
+    /// Applies an agent's re-registration to an existing node (main resource only).
+    async fn update_node(&self, name: &str, agent: &Node) -> Result<(), Status> {
+        self.registry
+            .write(&NODE, None, name, Writer::main(MANAGER), |current| {
+                let stored = as_node(current, name)?;
+                Ok(Object::from(merge_registration(&stored, agent)))
+            })
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl node_server::Node for NodeService {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let mut node: Node = decode("Node", &request.get_ref().node_json)?;
+        let name = node
+            .metadata
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Status::invalid_argument("the Node has no metadata.name"))?;
+        let status = node.status.take().unwrap_or_default();
+        let mut created = false;
+        match self.registry.get(&NODE, None, &name).await {
+            Ok(_) => {}
+            Err(error) if error.code == 404 => {
+                let mut new = node.clone();
+                new.status = Some(reconcile_status(status.clone(), None));
+                match self
+                    .registry
+                    .create(Object::from(new), None, Writer::main(MANAGER))
+                    .await
+                {
+                    Ok(_) => created = true,
+                    // Registered meanwhile: update it as if it had been there.
+                    Err(error) if error.code == 409 => {}
+                    Err(error) => return Err(status_of(&error)),
+                }
+            }
+            Err(error) => return Err(status_of(&error)),
+        }
+        if !created {
+            self.update_node(&name, &node).await?;
+        }
+        let stored = self.write_node_status(&name, &status).await?;
+        tracing::info!(node = %name, created, "node registered");
+        Ok(Response::new(RegisterReply {
+            node_json: encode(&stored),
+            heartbeat_interval_seconds: HEARTBEAT_INTERVAL_SECONDS,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let request = request.into_inner();
+        let name = request.node_name.as_str();
+        let given: Option<Vec<NodeCondition>> =
+            if request.conditions_json.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                Some(decode("conditions", &request.conditions_json)?)
+            };
+        let writer = Writer {
+            manager: MANAGER,
+            part: Part::Status,
+            apply: false,
+            dry_run: false,
+        };
+        self.registry
+            .write(&NODE, None, name, writer, |current| {
+                let mut node = as_node(current, name)?;
+                node.metadata.resource_version = None;
+                let status = node.status.get_or_insert_default();
+                let stored = status.conditions.clone().unwrap_or_default();
+                // Without new conditions the stored ones are renewed.
+                let conditions = given.clone().unwrap_or_else(|| stored.clone());
+                status.conditions = Some(reconcile_conditions(conditions, &stored, &now()));
+                Ok(Object::from(node))
+            })
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(HeartbeatReply {}))
+    }
+
+    type WatchPodsStream = ReceiverStream<Result<PodEvent, Status>>;
+
+    async fn watch_pods(
+        &self,
+        request: Request<WatchPodsRequest>,
+    ) -> Result<Response<Self::WatchPodsStream>, Status> {
+        let request = request.into_inner();
+        if request.node_name.is_empty() {
+            return Err(Status::invalid_argument("node_name is required"));
+        }
+        let resource_version = match request.resource_version.as_str() {
+            "" | "0" => None,
+            rv => Some(rv.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!("invalid resource version {rv:?}"))
+            })?),
+        };
+        let options = ListOptions {
+            fields: vec![("spec.nodeName".to_owned(), request.node_name.clone(), true)],
+            ..Default::default()
+        };
+        let params = WatchParams {
+            resource_version,
+            timeout: WATCH_TIMEOUT,
+            bookmarks: true,
+            send_initial_events: resource_version.is_none(),
+            table: None,
+        };
+        let watch = Watch::start(
+            &self.registry,
+            &POD,
+            None,
+            options,
+            params,
+            self.cancel.clone(),
+        )
+        .await
+        .map_err(|e| status_of(&e))?;
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(forward(watch, sender, self.cancel.clone()));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn report_pod_status(
+        &self,
+        request: Request<PodStatusReport>,
+    ) -> Result<Response<ReportPodStatusReply>, Status> {
+        let report = request.into_inner();
+        let status: PodStatus = decode("PodStatus", &report.status_json)?;
+        let name = report.name.as_str();
+        let writer = Writer {
+            manager: MANAGER,
+            part: Part::Status,
+            apply: false,
+            dry_run: false,
+        };
+        let mut other_uid = None;
+        let written = self
+            .registry
+            .write(&POD, Some(&report.namespace), name, writer, |current| {
+                let Some(Object::Pod(pod)) = current else {
+                    return Err(ApiError::not_found(&POD, name));
+                };
+                let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                if uid != report.uid {
+                    other_uid = Some(uid.to_owned());
+                    return Err(ApiError::conflict(&POD, name));
+                }
+                let mut pod = pod.as_ref().clone();
+                pod.metadata.resource_version = None;
+                pod.status = Some(status.clone());
+                Ok(Object::from(pod))
+            })
+            .await;
+        let written = match written {
+            Ok(written) => written,
+            Err(_) if other_uid.is_some() => {
+                return Err(Status::failed_precondition(format!(
+                    "pod {}/{name} has uid {}, not {}",
+                    report.namespace,
+                    other_uid.unwrap_or_default(),
+                    report.uid
+                )));
+            }
+            Err(error) => return Err(status_of(&error)),
+        };
+        Ok(Response::new(ReportPodStatusReply {
+            resource_version: written
+                .object
+                .metadata()
+                .resource_version
+                .clone()
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn finish_pod_deletion(
+        &self,
+        request: Request<PodRef>,
+    ) -> Result<Response<FinishPodDeletionReply>, Status> {
+        let pod = request.into_inner();
+        let options = DeleteOptions {
+            uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        match self
+            .registry
+            .delete(&POD, Some(&pod.namespace), &pod.name, &options)
+            .await
+        {
+            Ok(_) => {}
+            Err(error) if error.code == 404 => {}
+            Err(error) if error.code == 409 && options.uid.is_some() => {
+                // The uid precondition failed: the pod the agent ran is gone and another
+                // took its name; that one is not the agent's to delete.
+                match self
+                    .registry
+                    .get(&POD, Some(&pod.namespace), &pod.name)
+                    .await
+                {
+                    Ok(current) if current.metadata().uid.as_deref() != Some(pod.uid.as_str()) => {}
+                    Err(error) if error.code == 404 => {}
+                    _ => return Err(status_of(&error)),
+                }
+            }
+            Err(error) => return Err(status_of(&error)),
+        }
+        Ok(Response::new(FinishPodDeletionReply {}))
+    }
+}
+
+/// Sends a watch's events to a `WatchPods` stream until the watch ends, the agent
+/// hangs up or the server shuts down.
+async fn forward(
+    mut watch: Watch,
+    sender: mpsc::Sender<Result<PodEvent, Status>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let chunk = tokio::select! {
+            () = cancel.cancelled() => return,
+            () = sender.closed() => return,
+            chunk = watch.next_chunk() => chunk,
+        };
+        let Some(chunk) = chunk else { return };
+        for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let event = match pod_event(line) {
+                Ok(Some(event)) => Ok(event),
+                Ok(None) => continue,
+                Err(status) => Err(status),
+            };
+            let last = event.is_err();
+            if sender.send(event).await.is_err() || last {
+                return;
+            }
+        }
+    }
+}
+
+/// One watch line as a `PodEvent`; `Err` for an error event (which ends the stream),
+/// `None` for a line that carries nothing for the agent.
+fn pod_event(line: &[u8]) -> Result<Option<PodEvent>, Status> {
+    let event: Value = serde_json::from_slice(line)
+        .map_err(|e| Status::internal(format!("a watch event is not JSON: {e}")))?;
+    let object = &event["object"];
+    let resource_version = object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let event_type = match event["type"].as_str().unwrap_or_default() {
+        "ADDED" => EventType::Added,
+        "MODIFIED" => EventType::Modified,
+        "DELETED" => EventType::Deleted,
+        "BOOKMARK" => {
+            let end = object["metadata"]["annotations"][INITIAL_EVENTS_END] == "true";
+            let event_type = if end {
+                EventType::Synced
+            } else {
+                EventType::Bookmark
+            };
+            return Ok(Some(PodEvent {
+                r#type: event_type.into(),
+                pod_json: Vec::new(),
+                resource_version,
+            }));
+        }
+        "ERROR" => {
+            let message = object["message"]
+                .as_str()
+                .unwrap_or("the watch failed")
+                .to_owned();
+            return Err(match object["code"].as_u64() {
+                Some(410) => Status::out_of_range(message),
+                _ => Status::internal(message),
+            });
+        }
+        other => {
+            tracing::debug!(event_type = other, "ignoring an unknown watch event");
+            return Ok(None);
+        }
+    };
+    let pod_json = serde_json::to_vec(object)
+        .map_err(|e| Status::internal(format!("a pod does not encode: {e}")))?;
+    Ok(Some(PodEvent {
+        r#type: event_type.into(),
+        pod_json,
+        resource_version,
+    }))
+}
+
+#[cfg(test)]
+mod tests;
