@@ -354,6 +354,7 @@ async fn crashes_back_off_oom_is_reported_and_liveness_restarts() {
     cluster.pod(
         "unhealthy",
         serde_json::json!({
+            "terminationGracePeriodSeconds": 2,
             "containers": [{"name": "main", "image": cluster.busybox,
                 "command": ["sleep", "3600"],
                 "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]},
