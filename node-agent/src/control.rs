@@ -395,3 +395,51 @@ impl StatusSink for ControlPlane {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_object_describes_this_machine_and_the_agent() {
+        let identity = NodeIdentity {
+            name: "n1".to_owned(),
+            ip: "10.0.0.7".parse().expect("ip"),
+            port: 10250,
+            labels: BTreeMap::from([("zone".to_owned(), "a".to_owned())]),
+        };
+        let node = node_object(&identity, Path::new("/"));
+        let labels = node.metadata.labels.expect("labels");
+        assert_eq!(labels["kubernetes.io/hostname"], "n1");
+        assert_eq!(labels["kubernetes.io/os"], "linux");
+        assert_eq!(labels["zone"], "a");
+        let status = node.status.expect("status");
+        let addresses = status.addresses.expect("addresses");
+        assert_eq!(addresses[0].type_, "InternalIP");
+        assert_eq!(addresses[0].address, "10.0.0.7");
+        let capacity = status.capacity.expect("capacity");
+        assert!(capacity["cpu"].0.parse::<u32>().expect("cpu") >= 1);
+        assert!(capacity["memory"].0.ends_with("Ki") && capacity["memory"].0 != "0Ki");
+        assert_eq!(capacity["pods"].0, "110");
+        assert_eq!(status.allocatable.expect("allocatable"), capacity);
+        let port = status
+            .daemon_endpoints
+            .and_then(|d| d.kubelet_endpoint)
+            .map(|e| e.port);
+        assert_eq!(port, Some(10250));
+        let info = status.node_info.expect("nodeInfo");
+        assert_eq!(info.kubelet_version, VERSION);
+        assert!(!info.kernel_version.is_empty());
+        let conditions = status.conditions.expect("conditions");
+        let ready = conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+        assert_eq!(ready.status, "True");
+        assert!(ready.last_heartbeat_time.is_some());
+    }
+
+    #[test]
+    fn the_local_address_towards_loopback_is_loopback() {
+        let ip = local_ip_towards("http://127.0.0.1:6443").expect("an address");
+        assert!(ip.is_loopback());
+        assert_eq!(local_ip_towards("not a url"), None);
+    }
+}

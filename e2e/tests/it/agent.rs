@@ -261,8 +261,35 @@ async fn pods_run_serve_http_log_exec_and_leave_nothing_behind() {
                 "args": ["-f", "-p", format!("127.0.0.1:{port}"), "-h", "/www"]}],
         }),
     );
+    // Init containers run first, in order, sharing an emptyDir with the app.
+    cluster.pod(
+        "staged",
+        serde_json::json!({
+            "terminationGracePeriodSeconds": 1,
+            "initContainers": [
+                {"name": "first", "image": cluster.busybox,
+                    "command": ["sh", "-c", "echo one > /work/log"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                {"name": "second", "image": cluster.busybox,
+                    "command": ["sh", "-c", "echo two >> /work/log"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+            ],
+            "containers": [{"name": "main", "image": cluster.busybox,
+                "command": ["sh", "-c", "cat /work/log; exec sleep 3600"],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+            "volumes": [{"name": "work", "emptyDir": {}}],
+        }),
+    );
     let web = cluster.wait_running("web").await;
     let host = cluster.wait_running("hostweb").await;
+    let staged = cluster.wait_running("staged").await;
+    for init in staged["status"]["initContainerStatuses"].as_array().unwrap() {
+        assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
+    }
+    let logs = ok(&cluster.plane.kubectl(&["logs", "staged"]));
+    assert_eq!(logs, "one\ntwo\n");
+    let logs = ok(&cluster.plane.kubectl(&["logs", "staged", "-c", "second"]));
+    assert_eq!(logs, "");
     let status = container_status(&web, "httpd");
     assert_eq!(status["restartCount"], 0);
     assert!(
@@ -322,13 +349,13 @@ async fn pods_run_serve_http_log_exec_and_leave_nothing_behind() {
     // Deletion stops the containers (SIGTERM, the 3 s grace period, SIGKILL) and
     // removes everything.
     let started = Instant::now();
-    cluster.delete(&["web", "hostweb"]);
+    cluster.delete(&["web", "hostweb", "staged"]);
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(3) && took < Duration::from_secs(20),
         "deletion took {took:?}, not the grace period"
     );
-    cluster.assert_clean(&[uid(&web), uid(&host)], &[pid, host_pid]);
+    cluster.assert_clean(&[uid(&web), uid(&host), uid(&staged)], &[pid, host_pid]);
     drop(cluster.registry);
 }
 
