@@ -2,13 +2,17 @@
 //!
 //! - [`store`]: the Raft-replicated key-value store, the source of truth.
 //! - [`apiserver`]: the Kubernetes-shaped REST API over the store (in progress).
+//! - [`controllers`]: informers, work queues and the reconcile loops (on the leader).
+//! - [`scheduler`]: places pending pods on nodes (on the leader).
 //! - [`nodes`]: the gRPC `Node` service node agents call (served beside the API).
 //! - [`admin`]: operator commands against a running member (`member list|remove`).
 //! - [`Config`] and [`run`]: what `skiff-control-plane` starts.
 
 pub mod admin;
 pub mod apiserver;
+pub mod controllers;
 pub mod nodes;
+pub mod scheduler;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -50,6 +54,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // them in the background and serve meanwhile.
     let tasks = TaskTracker::new();
     tasks.spawn(ensure_system_namespaces(registry.clone(), shutdown.clone()));
+    tasks.spawn(controllers::run_while_leader(
+        registry.clone(),
+        shutdown.clone(),
+        controllers::start_all,
+    ));
     println!("skiff-control-plane: serving the API on http://{api_address}");
     apiserver::serve(registry, listener, shutdown).await;
     tasks.close();

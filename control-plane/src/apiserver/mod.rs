@@ -33,11 +33,11 @@ mod tests;
 
 pub use error::ApiError;
 pub use objects::MAX_BODY_BYTES;
-pub(crate) use registry::now_timestamp;
 pub use registry::{
     DeleteOptions, Deleted, ListOptions, ListPage, Registry, Writer, Written, field_value,
     kind_prefix, list_prefix, object_key,
 };
 pub use server::{Context, handle, serve};
 pub use strategy::Part;
+pub(crate) use registry::{decode_stored, now_timestamp};
 pub(crate) use watch::{Watch, WatchParams};

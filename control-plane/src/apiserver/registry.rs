@@ -41,7 +41,7 @@ pub fn object_key(kind: &ResourceKind, namespace: Option<&str>, name: &str) -> S
 }
 
 /// A decoded stored object with its revision filled in.
-fn decode_stored(kind: &'static ResourceKind, kv: KeyValue) -> Result<Object, ApiError> {
+pub(crate) fn decode_stored(kind: &'static ResourceKind, kv: KeyValue) -> Result<Object, ApiError> {
     let mut object = Object::from_stored_json(kind, &kv.value).map_err(|e| {
         ApiError::internal(format!("stored object {} does not decode: {e}", kv.key))
     })?;
