@@ -431,7 +431,10 @@ mod tests {
         assert_eq!(info.kubelet_version, VERSION);
         assert!(!info.kernel_version.is_empty());
         let conditions = status.conditions.expect("conditions");
-        let ready = conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+        let ready = conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
         assert_eq!(ready.status, "True");
         assert!(ready.last_heartbeat_time.is_some());
     }

@@ -283,7 +283,10 @@ async fn pods_run_serve_http_log_exec_and_leave_nothing_behind() {
     let web = cluster.wait_running("web").await;
     let host = cluster.wait_running("hostweb").await;
     let staged = cluster.wait_running("staged").await;
-    for init in staged["status"]["initContainerStatuses"].as_array().unwrap() {
+    for init in staged["status"]["initContainerStatuses"]
+        .as_array()
+        .unwrap()
+    {
         assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
     }
     let logs = ok(&cluster.plane.kubectl(&["logs", "staged"]));
