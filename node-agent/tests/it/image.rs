@@ -261,3 +261,72 @@ async fn a_corrupted_layer_blob_is_fetched_again() {
     assert!(again.layers[0].join("bin/busybox").is_file());
     assert_ne!(std::fs::read(&blob).unwrap(), b"garbage");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archives_import_without_a_registry_and_bad_ones_are_refused() {
+    install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let images = ImageStore::open(&dir.path().join("store"), RegistryConfig::default()).unwrap();
+
+    // Our own OCI archive writer (what `skiff up` uses for its demo image).
+    let archive = dir.path().join("demo.tar");
+    let config = skiff_node_agent::runtime::image::ImageConfig {
+        entrypoint: vec!["/bin/hello".into()],
+        env: vec!["PATH=/bin".into()],
+        ..Default::default()
+    };
+    skiff_node_agent::runtime::image::import::write_archive(
+        &archive,
+        "example.com/demo/hello:1",
+        &[("bin/hello", b"#!/bin/sh\necho hi\n".to_vec(), 0o755)],
+        &[("bin/hi".into(), "hello".into())],
+        &config,
+    )
+    .unwrap();
+    let imported = images.import_archive(&archive).await.unwrap();
+    assert_eq!(imported.len(), 1);
+    let image = images
+        .ensure("example.com/demo/hello:1", PullPolicy::IfNotPresent)
+        .await
+        .unwrap();
+    assert_eq!(image.id, imported[0].id);
+    assert_eq!(image.config.entrypoint, ["/bin/hello"]);
+    assert!(image.layers[0].join("bin/hello").is_file());
+    assert!(image.layers[0].join("bin/hi").is_symlink());
+
+    // skopeo's OCI and docker archives of a registry image.
+    let registry = TestRegistry::start().unwrap();
+    let reference = registry
+        .push_busybox_image("skiff/busybox:1", &ImageSpec::default())
+        .unwrap();
+    for (format, name) in [
+        ("oci-archive", "example.com/oci/busybox:1"),
+        ("docker-archive", "example.com/docker/busybox:1"),
+    ] {
+        let path = dir.path().join(format!("{format}.tar"));
+        let output = std::process::Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .arg(format!("{format}:{}:{name}", path.display()))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let imported = images.import_archive(&path).await.unwrap();
+        assert_eq!(imported.len(), 1, "{format}");
+        let image = images
+            .get(name)
+            .unwrap_or_else(|| panic!("{format}: {name} missing"));
+        assert!(image.layers[0].join("bin/busybox").is_file(), "{format}");
+    }
+
+    // Garbage and tampered archives are refused and store nothing.
+    let garbage = dir.path().join("garbage.tar");
+    std::fs::write(&garbage, b"not a tar at all").unwrap();
+    assert!(images.import_archive(&garbage).await.is_err());
+    let unnamed = dir.path().join("unnamed.tar");
+    skiff_node_agent::runtime::image::import::write_archive(&unnamed, "latest", &[], &[], &config)
+        .unwrap();
+    let error = images.import_archive(&unnamed).await.unwrap_err();
+    assert!(error.to_string().contains("no repository"), "{error}");
+    assert_eq!(images.list().len(), 3);
+}

@@ -8,6 +8,7 @@
 //! `index.json` (references → images, replaced atomically). Concurrent pulls of one
 //! reference share a single download.
 
+pub mod import;
 mod unpack;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
