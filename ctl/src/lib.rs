@@ -2,7 +2,8 @@
 //!
 //! - [`Cli`]: the command line (clap), with kubectl's global connection flags.
 //! - `commands`: one module per verb (`get`, `apply`, `create`, `delete`, `scale`,
-//!   `logs`, `rollout`, `describe`, `api_resources`, `version`, `validate`, `explain`).
+//!   `logs`, `rollout`, `describe`, `api_resources`, `version`, `validate`, `explain`,
+//!   `up`, `images`).
 //! - `kubeconfig`: choosing the cluster, namespace and credentials like kubectl.
 //! - `client`: the HTTP client of the Kubernetes-shaped API and its errors.
 //! - `resources`: resolving `TYPE[,TYPE] NAME…` and `TYPE/NAME` arguments.
@@ -85,9 +86,59 @@ pub enum Command {
         /// `KIND[.field.field…]`, with any name kubectl accepts (`deploy`, `pods`).
         path: String,
     },
+    /// Start a whole single-node cluster in this process (needs root); Ctrl-C stops it.
+    Up(UpArgs),
+    /// The images of this node: import archives, list.
+    Images {
+        /// What to do.
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
     /// Commands that talk to the API server.
     #[command(flatten)]
     Remote(RemoteCommand),
+}
+
+/// `skiff up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the cluster keeps its state, images and kubeconfig (default ~/.skiff).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where the Kubernetes API listens.
+    #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDRESS")]
+    pub listen: std::net::SocketAddr,
+    /// Do not build and import the demo image (`skiff.local/httpd:1`).
+    #[arg(long)]
+    pub no_demo_image: bool,
+}
+
+/// `skiff images <what>`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Import images from OCI archives or `docker save` tars into this node.
+    Import {
+        /// The archives.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The node agent's data directory.
+        #[arg(long, default_value_os_t = commands::images::default_data_dir(), value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// List this node's images.
+    #[command(visible_alias = "ls")]
+    List {
+        /// The node agent's data directory.
+        #[arg(long, default_value_os_t = commands::images::default_data_dir(), value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Write the demo image (`skiff.local/httpd:1`, from this machine's busybox) as an
+    /// OCI archive, for `skiff images import` on other nodes.
+    BuildDemo {
+        /// The archive to write.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 /// The verbs that talk to the API server.
@@ -302,6 +353,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recursive,
         } => commands::validate::run(&filenames, recursive),
         Command::Explain { path } => commands::explain::run(&path),
+        Command::Up(args) => commands::up::run(&args),
+        Command::Images { command } => commands::images::run(&command),
         Command::Remote(command) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -8,9 +8,11 @@ pub(crate) mod delete;
 pub(crate) mod describe;
 pub(crate) mod explain;
 pub(crate) mod get;
+pub(crate) mod images;
 pub(crate) mod logs;
 pub(crate) mod rollout;
 pub(crate) mod scale;
+pub(crate) mod up;
 pub(crate) mod validate;
 pub(crate) mod version;
 
