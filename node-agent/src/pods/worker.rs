@@ -245,7 +245,6 @@ impl Worker {
                 Err(_) => {
                     let hostname = self.hostname();
                     Sandbox::create(
-                        &self.context.runtime.helper_binary,
                         &pod_dir,
                         &hostname,
                         self.host_network(),

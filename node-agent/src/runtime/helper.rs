@@ -1,7 +1,6 @@
 //! The agent's executable doubles as its helper processes: `__shim` (a container's
-//! supervisor), `__exec` (a process joined into a running container) and `__sandbox`
-//! (a pod's namespaces). Each is single-threaded and runs without tokio, because
-//! libcontainer clone(2)s its caller and unshare(2) must not affect the agent.
+//! supervisor) and `__exec` (a process joined into a running container). Each is
+//! single-threaded and runs without tokio, because libcontainer clone(2)s its caller.
 //!
 //! Any binary that embeds the agent (`skiff-node-agent`, `skiff up`) calls
 //! [`run_helper_if_requested`] first thing in `main`.
@@ -12,8 +11,6 @@ use std::process::ExitCode;
 pub const SHIM: &str = "__shim";
 /// argv[1] of the exec helper.
 pub const EXEC: &str = "__exec";
-/// argv[1] of the sandbox helper.
-pub const SANDBOX: &str = "__sandbox";
 
 /// Runs the helper named by argv[1], if it names one, and returns its exit code.
 pub fn run_helper_if_requested() -> Option<ExitCode> {
@@ -23,7 +20,6 @@ pub fn run_helper_if_requested() -> Option<ExitCode> {
     match name.as_str() {
         SHIM => Some(super::shim::main(rest)),
         EXEC => Some(super::shim::exec_main(rest)),
-        SANDBOX => Some(super::sandbox::helper_main(rest)),
         _ => None,
     }
 }

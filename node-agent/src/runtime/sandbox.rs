@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -22,11 +21,11 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Creates the sandbox under `pod_dir` through the `__sandbox` helper of
-    /// `helper_binary`: new ipc and uts namespaces (and a new network namespace unless
-    /// `host_network`) with `hostname`.
+    /// Creates the sandbox under `pod_dir`: new ipc and uts namespaces (and a new
+    /// network namespace with loopback up, unless `host_network`) with `hostname`,
+    /// pinned by bind mounts. A dedicated thread unshares them (namespaces are per
+    /// thread), so no process is started; the thread ends right after.
     pub async fn create(
-        helper_binary: &Path,
         pod_dir: &Path,
         hostname: &str,
         host_network: bool,
@@ -38,19 +37,22 @@ impl Sandbox {
         tokio::fs::create_dir_all(&ns)
             .await
             .map_err(|e| RuntimeError::io("creating the sandbox dir", e))?;
-        let output = tokio::process::Command::new(helper_binary)
-            .arg(super::helper::SANDBOX)
-            .arg(&ns)
-            .arg(hostname)
-            .arg(if host_network { "host" } else { "pod" })
-            .output()
-            .await
-            .map_err(|e| RuntimeError::io("starting the sandbox helper", e))?;
-        if !output.status.success() {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let hostname = hostname.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("sandbox".to_owned())
+            .spawn(move || {
+                let _ = sender.send(make(&ns, &hostname, host_network));
+            });
+        let made = match spawned {
+            Ok(_) => receiver
+                .await
+                .unwrap_or_else(|_| Err("the sandbox thread ended without a result".to_owned())),
+            Err(error) => Err(format!("starting the sandbox thread: {error}")),
+        };
+        if let Err(message) = made {
             let _ = sandbox.clone().remove().await;
-            return Err(RuntimeError::Sandbox(
-                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            ));
+            return Err(RuntimeError::Sandbox(message));
         }
         Ok(sandbox)
     }
@@ -117,22 +119,8 @@ fn is_mount_point(path: &Path) -> bool {
     }
 }
 
-/// The `__sandbox NS_DIR HOSTNAME pod|host` helper: runs in its own single-threaded
-/// process, so unsharing affects nothing else.
-pub fn helper_main(args: &[String]) -> ExitCode {
-    let [ns_dir, hostname, network] = args else {
-        eprintln!("usage: __sandbox NS_DIR HOSTNAME pod|host");
-        return ExitCode::from(2);
-    };
-    match make(Path::new(ns_dir), hostname, network == "host") {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
+/// Unshares the namespaces in the calling thread (which must end afterwards, never
+/// to be reused), brings loopback up and bind-mounts the namespaces under `ns_dir`.
 fn make(ns_dir: &Path, hostname: &str, host_network: bool) -> Result<(), String> {
     let mut flags = CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
     if !host_network {
@@ -141,13 +129,7 @@ fn make(ns_dir: &Path, hostname: &str, host_network: bool) -> Result<(), String>
     nix::sched::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
     nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname {hostname:?}: {e}"))?;
     if !host_network {
-        let status = std::process::Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .map_err(|e| format!("ip link set lo up: {e}"))?;
-        if !status.success() {
-            return Err(format!("ip link set lo up: {status}"));
-        }
+        loopback_up()?;
     }
     for (kind, file) in NAMESPACES {
         if *kind == "network" && host_network {
@@ -156,7 +138,7 @@ fn make(ns_dir: &Path, hostname: &str, host_network: bool) -> Result<(), String>
         let target = ns_dir.join(file);
         std::fs::File::create(&target)
             .map_err(|e| format!("creating {}: {e}", target.display()))?;
-        let source = format!("/proc/self/ns/{file}");
+        let source = format!("/proc/thread-self/ns/{file}");
         nix::mount::mount(
             Some(source.as_str()),
             &target,
@@ -167,4 +149,26 @@ fn make(ns_dir: &Path, hostname: &str, host_network: bool) -> Result<(), String>
         .map_err(|e| format!("bind-mounting {source}: {e}"))?;
     }
     Ok(())
+}
+
+/// Sets `lo` (interface 1 in a new network namespace) up through netlink, from the
+/// calling thread's network namespace.
+fn loopback_up() -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| format!("netlink runtime: {e}"))?;
+    runtime.block_on(async {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| format!("netlink socket: {e}"))?;
+        let task = tokio::spawn(connection);
+        let result = handle
+            .link()
+            .set(rtnetlink::LinkUnspec::new_with_index(1).up().build())
+            .execute()
+            .await
+            .map_err(|e| format!("setting lo up: {e}"));
+        task.abort();
+        result
+    })
 }

@@ -36,7 +36,7 @@ impl Drop for Server {
 async fn probes_reach_ports_inside_the_pod_network_namespace_only() {
     let dir = tempfile::tempdir().unwrap();
     let helper = PathBuf::from(env!("CARGO_BIN_EXE_skiff-node-agent"));
-    let sandbox = Sandbox::create(&helper, &dir.path().join("pod"), "probed", false)
+    let sandbox = Sandbox::create(&dir.path().join("pod"), "probed", false)
         .await
         .unwrap();
     let netns = sandbox.namespace_path("network").unwrap();
