@@ -7,7 +7,8 @@
 //! - `managed`: `metadata.managedFields` on every write.
 //! - `request`: routing of Kubernetes paths; `discovery`, `openapi`: discovery and
 //!   OpenAPI documents.
-//! - `objects`: handlers for objects and their subresources; `watch`: WATCH streams;
+//! - `objects`: handlers for objects and their subresources; `exec`: `pods/exec` over
+//!   WebSocket, relayed to the node's agent; `watch`: WATCH streams;
 //!   `protobuf`: the protobuf bodies typed `kubectl create` sends.
 //! - [`table`]: `meta/v1 Table` rendering with kubectl's columns.
 //! - `metrics`: `/metrics`.
@@ -16,6 +17,7 @@
 
 mod discovery;
 mod error;
+mod exec;
 mod managed;
 mod metrics;
 mod objects;
@@ -37,7 +39,7 @@ pub use registry::{
     DeleteOptions, Deleted, ListOptions, ListPage, Registry, Writer, Written, field_value,
     kind_prefix, list_prefix, object_key,
 };
+pub(crate) use registry::{decode_stored, now_timestamp};
 pub use server::{Context, handle, serve};
 pub use strategy::Part;
-pub(crate) use registry::{decode_stored, now_timestamp};
 pub(crate) use watch::{Watch, WatchParams};

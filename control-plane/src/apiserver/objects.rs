@@ -1,6 +1,6 @@
 //! Handlers for resource requests: GET, LIST, WATCH, POST, PUT, PATCH, DELETE and
-//! deletecollection on objects, and their `/status`, `/scale` and `/binding`
-//! subresources.
+//! deletecollection on objects, and their `/status`, `/scale`, `/binding`, `/log` and
+//! `/exec` subresources.
 
 use std::collections::HashMap;
 
@@ -19,6 +19,7 @@ use skiff_proto::node::agent_client::AgentClient;
 use std::time::Duration;
 
 use super::error::ApiError;
+use super::exec::ExecOptions;
 use super::managed;
 use super::protobuf;
 use super::registry::{
@@ -177,6 +178,11 @@ pub async fn handle(
         }
         Some("log") if resource.kind == &kind::POD && method == Method::GET => {
             log(ctx, &call, &resource).await
+        }
+        Some("exec")
+            if resource.kind == &kind::POD && (method == Method::GET || method == Method::POST) =>
+        {
+            exec(ctx, &resource, request).await
         }
         Some(subresource) => Err(ApiError::no_route(&format!(
             "{}/{subresource}",
@@ -686,30 +692,7 @@ async fn log(
     };
     let container = log_container(&pod, call.param("container"))?;
     let request = logs_request(call, &pod, container)?;
-    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-    let Some(node_name) = node_name.filter(|n| !n.is_empty()) else {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    };
-    let unreachable = |why: &str| {
-        ApiError::unavailable(format!(
-            "no connection to node {node_name} to read the logs of pod {name}: {why}"
-        ))
-    };
-    let Object::Node(node) = ctx.registry.get(&kind::NODE, None, node_name).await? else {
-        return Err(ApiError::not_found(&kind::NODE, node_name));
-    };
-    let endpoint = agent_endpoint(&node).ok_or_else(|| {
-        unreachable("the node has no InternalIP address or kubelet endpoint port")
-    })?;
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .map_err(|e| unreachable(&e.to_string()))?
-        .connect_timeout(AGENT_CONNECT_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| unreachable(&e.to_string()))?;
-    let mut client = AgentClient::new(channel);
+    let mut client = agent_client(ctx, &pod, "to read the logs of").await?;
     let mut stream = client
         .logs(request)
         .await
@@ -717,7 +700,14 @@ async fn log(
             tonic::Code::NotFound | tonic::Code::InvalidArgument => {
                 ApiError::bad_request(status.message())
             }
-            tonic::Code::Unavailable => unreachable(status.message()),
+            tonic::Code::Unavailable => ApiError::unavailable(format!(
+                "no connection to node {} to read the logs of pod {name}: {}",
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .unwrap_or_default(),
+                status.message()
+            )),
             _ => ApiError::internal(status.message()),
         })?
         .into_inner();
@@ -759,6 +749,61 @@ async fn log(
         .header("Transfer-Encoding", "chunked")
         .body(BodyExt::boxed(body))
         .expect("static headers are valid"))
+}
+
+/// `GET|POST pods/{name}/exec`: runs a command in a container of the pod, on the
+/// node that runs it, over a WebSocket (see the `exec` module). The pod, container
+/// and node are checked before the upgrade, so failures are plain HTTP errors (which
+/// is also what kubectl's SPDY fallback then reports).
+async fn exec(
+    ctx: &Context,
+    resource: &ResourceRequest,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let options = ExecOptions::parse(request.uri().query().unwrap_or_default())?;
+    let namespace = resource.namespace.as_deref();
+    let name = resource.name.as_deref().unwrap_or_default();
+    let Object::Pod(pod) = ctx.registry.get(&kind::POD, namespace, name).await? else {
+        return Err(ApiError::not_found(&kind::POD, name));
+    };
+    let container = log_container(&pod, options.container.as_deref())?;
+    let client = agent_client(ctx, &pod, "to run a command in").await?;
+    let start = options.start(pod.metadata.uid.clone().unwrap_or_default(), container);
+    super::exec::serve(request, client, start, &options, ctx.cancel.clone())
+}
+
+/// A connection to the agent of the node the pod is bound to; `action` completes
+/// "no connection to node N … pod P" in errors.
+async fn agent_client(
+    ctx: &Context,
+    pod: &Pod,
+    action: &str,
+) -> Result<AgentClient<tonic::transport::Channel>, ApiError> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    let Some(node_name) = node_name.filter(|n| !n.is_empty()) else {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    };
+    let unreachable = |why: &str| {
+        ApiError::unavailable(format!(
+            "no connection to node {node_name} {action} pod {name}: {why}"
+        ))
+    };
+    let Object::Node(node) = ctx.registry.get(&kind::NODE, None, node_name).await? else {
+        return Err(ApiError::not_found(&kind::NODE, node_name));
+    };
+    let endpoint = agent_endpoint(&node).ok_or_else(|| {
+        unreachable("the node has no InternalIP address or kubelet endpoint port")
+    })?;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .map_err(|e| unreachable(&e.to_string()))?
+        .connect_timeout(AGENT_CONNECT_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| unreachable(&e.to_string()))?;
+    Ok(AgentClient::new(channel))
 }
 
 /// The container whose log a request reads, defaulted as Kubernetes does: the only

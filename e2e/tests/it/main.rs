@@ -8,4 +8,5 @@
 
 mod agent;
 mod api;
+mod exec;
 mod harness;
