@@ -244,12 +244,7 @@ impl Worker {
                 Ok(sandbox) => Ok(sandbox),
                 Err(_) => {
                     let hostname = self.hostname();
-                    Sandbox::create(
-                        &pod_dir,
-                        &hostname,
-                        self.host_network(),
-                    )
-                    .await
+                    Sandbox::create(&pod_dir, &hostname, self.host_network()).await
                 }
             };
             match sandbox {

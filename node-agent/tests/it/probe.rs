@@ -1,7 +1,6 @@
 //! Probes and connections into a pod's network namespace, against a real sandbox and
 //! a real busybox httpd listening only inside it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +34,6 @@ impl Drop for Server {
 #[tokio::test(flavor = "multi_thread")]
 async fn probes_reach_ports_inside_the_pod_network_namespace_only() {
     let dir = tempfile::tempdir().unwrap();
-    let helper = PathBuf::from(env!("CARGO_BIN_EXE_skiff-node-agent"));
     let sandbox = Sandbox::create(&dir.path().join("pod"), "probed", false)
         .await
         .unwrap();

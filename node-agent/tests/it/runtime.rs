@@ -34,9 +34,7 @@ impl Fixture {
         .unwrap();
         let pod_uid = format!("test-{}", rand_suffix());
         let pod_dir = config.data_dir.join("pods").join(&pod_uid);
-        let sandbox = Sandbox::create(&pod_dir, hostname, false)
-            .await
-            .unwrap();
+        let sandbox = Sandbox::create(&pod_dir, hostname, false).await.unwrap();
         Self {
             config,
             layer,

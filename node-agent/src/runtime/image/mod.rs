@@ -197,6 +197,8 @@ impl ImageStore {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Index::default(),
             Err(error) => return Err(store(error)),
         };
+        // reqwest (under oci-client) needs a process-wide rustls provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(registries.insecure),
             ..ClientConfig::default()
