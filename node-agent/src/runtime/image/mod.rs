@@ -9,11 +9,11 @@
 //! reference share a single download.
 
 pub mod import;
+pub mod reference;
 mod unpack;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -497,21 +497,10 @@ impl ImageStore {
 
 /// Parses a reference like Docker does (`busybox` → `docker.io/library/busybox:latest`).
 fn parse(reference: &str) -> Result<Reference, ImageError> {
-    let invalid = |message: String| ImageError::InvalidReference {
+    reference::parse(reference).map_err(|message| ImageError::InvalidReference {
         reference: reference.to_owned(),
         message,
-    };
-    if reference.trim() != reference || reference.is_empty() {
-        return Err(invalid("invalid reference format".into()));
-    }
-    let parsed = Reference::from_str(reference)
-        .map_err(|e| invalid(format!("invalid reference format: {e}")))?;
-    if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(invalid(
-            "invalid reference format: repository name must be lowercase".into(),
-        ));
-    }
-    Ok(parsed)
+    })
 }
 
 /// The run-time config from an image config blob.
