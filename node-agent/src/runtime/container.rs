@@ -477,13 +477,28 @@ fn prepare_bundle(
     Ok(())
 }
 
-/// Writes `value` as JSON to `path` via a temp file, fsync and rename.
+/// Writes `value` as JSON to `path` via a temp file and a rename: readers see the old
+/// or the new record, never a torn one, even if this process dies mid-write. Not
+/// fsynced — container records need only outlive processes (after a reboot, the
+/// containers they describe are gone anyway); see [`write_durably`].
 pub fn write_atomically<T: Serialize + ?Sized>(path: &Path, value: &T) -> std::io::Result<()> {
+    write_json(path, value, false)
+}
+
+/// [`write_atomically`], fsynced before the rename: for what must survive a crash of
+/// the machine (the image index).
+pub fn write_durably<T: Serialize + ?Sized>(path: &Path, value: &T) -> std::io::Result<()> {
+    write_json(path, value, true)
+}
+
+fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T, sync: bool) -> std::io::Result<()> {
     use std::io::Write;
     let temp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&temp)?;
     file.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
+    if sync {
+        file.sync_all()?;
+    }
     std::fs::rename(&temp, path)
 }
 

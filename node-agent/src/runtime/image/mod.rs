@@ -490,7 +490,7 @@ impl ImageStore {
     /// Replaces index.json atomically.
     fn save(&self, index: &Index) -> Result<(), ImageError> {
         let path = self.inner.dir.join("index.json");
-        crate::runtime::container::write_atomically(&path, index)
+        crate::runtime::container::write_durably(&path, index)
             .map_err(|e| ImageError::Store(format!("writing index.json: {e}")))
     }
 }
