@@ -32,6 +32,8 @@ pub struct Config {
     pub store: store::Config,
     /// Address of the Kubernetes API (plain HTTP: loopback only until TLS lands).
     pub listen_api: SocketAddr,
+    /// The controllers' knobs.
+    pub controllers: controllers::Settings,
 }
 
 /// Namespaces every cluster has, created at start as Kubernetes does.
@@ -54,10 +56,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // them in the background and serve meanwhile.
     let tasks = TaskTracker::new();
     tasks.spawn(ensure_system_namespaces(registry.clone(), shutdown.clone()));
+    let settings = config.controllers.clone();
     tasks.spawn(controllers::run_while_leader(
         registry.clone(),
         shutdown.clone(),
-        controllers::start_all,
+        move |registry, cancel| controllers::start_all(registry, cancel, &settings),
     ));
     println!("skiff-control-plane: serving the API on http://{api_address}");
     apiserver::serve(registry, listener, shutdown).await;

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-/// Skiff's control plane: the replicated store and (soon) the API server.
+/// Skiff's control plane: the replicated store, the Kubernetes API, the scheduler and
+/// the controllers.
 #[derive(Debug, Parser)]
 #[command(
     name = "skiff-control-plane",
@@ -31,6 +32,14 @@ struct Flags {
     /// Address of the Kubernetes API (plain HTTP; keep it on loopback).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen_api: SocketAddr,
+    /// Seconds a node may go without a heartbeat before it is marked `Unknown` and
+    /// tainted unreachable (kube-controller-manager's --node-monitor-grace-period).
+    #[arg(long, default_value_t = 40, value_name = "SECONDS")]
+    node_monitor_grace_period: u64,
+    /// Seconds pods without their own toleration stay on a not-ready or unreachable
+    /// node before they are evicted (kube's default tolerationSeconds).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pod_eviction_timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,9 +114,15 @@ async fn run() -> anyhow::Result<()> {
                 join: flags.join,
                 tuning: skiff_control_plane::store::Tuning::default(),
             };
+            let mut controllers = skiff_control_plane::controllers::Settings::default();
+            controllers.node_lifecycle.grace =
+                std::time::Duration::from_secs(flags.node_monitor_grace_period);
+            controllers.node_lifecycle.eviction_timeout =
+                std::time::Duration::from_secs(flags.pod_eviction_timeout);
             let config = skiff_control_plane::Config {
                 store,
                 listen_api: flags.listen_api,
+                controllers,
             };
             skiff_control_plane::run(config, shutdown).await?;
         }

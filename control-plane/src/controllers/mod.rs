@@ -167,10 +167,18 @@ where
     }
 }
 
+/// Knobs of the controllers (kube-controller-manager's flags).
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// The node lifecycle controller's timings.
+    pub node_lifecycle: node_lifecycle::Settings,
+}
+
 /// Starts the informers, then (once they have synced) the scheduler and every
 /// controller; all stop when `cancel` fires.
-pub fn start_all(registry: Registry, cancel: CancellationToken) {
+pub fn start_all(registry: Registry, cancel: CancellationToken, settings: &Settings) {
     let informers = Informers::start(&registry, &cancel);
+    let settings = settings.clone();
     tokio::spawn(async move {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -181,7 +189,7 @@ pub fn start_all(registry: Registry, cancel: CancellationToken) {
         deployment::start(&registry, &informers, &cancel);
         gc::start(&registry, &informers, &cancel);
         namespace::start(&registry, &informers, &cancel);
-        node_lifecycle::start(&registry, &informers, &cancel);
+        node_lifecycle::start_with(&registry, &informers, &cancel, settings.node_lifecycle);
         endpoints::start(&registry, &informers, &cancel);
     });
 }

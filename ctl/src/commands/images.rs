@@ -36,9 +36,9 @@ pub(crate) fn run(command: &ImagesCommand) -> anyhow::Result<ExitCode> {
                 }
                 print!("{}", crate::printers::tabulate(&rows));
             }
-            ImagesCommand::BuildDemo { output } => {
-                super::up::write_demo_archive(output)?;
-                println!("wrote {} ({})", output.display(), super::up::DEMO_IMAGE);
+            ImagesCommand::BuildDemo { output, name } => {
+                super::up::write_demo_archive(output, name)?;
+                println!("wrote {} ({name})", output.display());
             }
         }
         Ok(ExitCode::SUCCESS)

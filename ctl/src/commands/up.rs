@@ -67,6 +67,7 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     let plane = skiff_control_plane::Config {
         store,
         listen_api: args.listen,
+        controllers: skiff_control_plane::controllers::Settings::default(),
     };
     let plane_task = tasks.spawn({
         let shutdown = shutdown.clone();
@@ -141,7 +142,7 @@ async fn wait_for_api(
 async fn prepare_demo_image(data_dir: &Path, agent_dir: &Path) -> anyhow::Result<String> {
     let archive = data_dir.join("demo-httpd.oci.tar");
     if !archive.is_file() {
-        write_demo_archive(&archive)?;
+        write_demo_archive(&archive, DEMO_IMAGE)?;
     }
     let store = ImageStore::open(&agent_dir.join("images"), RegistryConfig::default())?;
     if let Some(image) = store.get(DEMO_IMAGE) {
@@ -151,9 +152,9 @@ async fn prepare_demo_image(data_dir: &Path, agent_dir: &Path) -> anyhow::Result
     Ok(images.first().map(|i| i.id.clone()).unwrap_or_default())
 }
 
-/// Writes the demo image: busybox-static with its applets, `/www/index.html`, and
-/// `httpd -f -v -p 80 -h /www` as its entrypoint.
-pub(crate) fn write_demo_archive(path: &Path) -> anyhow::Result<()> {
+/// Writes the demo image, named `name`: busybox-static with its applets,
+/// `/www/index.html`, and `httpd -f -v -p 80 -h /www` as its entrypoint.
+pub(crate) fn write_demo_archive(path: &Path, name: &str) -> anyhow::Result<()> {
     let busybox_path = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| Path::new(p).is_file())
@@ -182,7 +183,7 @@ pub(crate) fn write_demo_archive(path: &Path) -> anyhow::Result<()> {
         working_dir: None,
         user: None,
     };
-    import::write_archive(path, DEMO_IMAGE, &files, &applets, &config)?;
+    import::write_archive(path, name, &files, &applets, &config)?;
     Ok(())
 }
 

@@ -32,9 +32,14 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts `skiff-control-plane` on free ports and waits until it serves.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts `skiff-control-plane` with `extra` flags (e.g. shorter node timeouts).
+    pub async fn start_with(extra: &[&str]) -> Self {
         let binary = sibling_binary("skiff-control-plane").unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let args = vec![
+        let mut args = vec![
             "--data-dir".to_owned(),
             dir.path().display().to_string(),
             "--listen-peer".to_owned(),
@@ -42,6 +47,7 @@ impl ControlPlane {
             "--listen-api".to_owned(),
             "127.0.0.1:0".to_owned(),
         ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut process = Process::spawn("skiff-control-plane", &binary, &args, dir).unwrap();
         let line = process
             .wait_for_line("serving the API on", Duration::from_secs(60))

@@ -8,5 +8,6 @@
 
 mod agent;
 mod api;
+mod cluster;
 mod exec;
 mod harness;

@@ -255,10 +255,19 @@ impl ImageStore {
         result
     }
 
-    /// The local image for `reference`, if present and intact.
+    /// The local image for `reference`, if present and intact. A miss re-reads
+    /// `index.json`, so images imported meanwhile by another process (`skiff images
+    /// import` on a running node) are found.
     pub fn get(&self, reference: &str) -> Option<Image> {
         let name = parse(reference).ok()?.whole();
-        let index = self.inner.index.lock().ok()?;
+        let mut index = self.inner.index.lock().ok()?;
+        if !index.references.contains_key(&name)
+            && let Ok(bytes) = std::fs::read(self.inner.dir.join("index.json"))
+            && let Ok(on_disk) = serde_json::from_slice::<Index>(&bytes)
+        {
+            index.images.extend(on_disk.images);
+            index.references.extend(on_disk.references);
+        }
         let digest = index.references.get(&name)?;
         let record = index.images.get(digest)?;
         let image = self.image(&name, record);
