@@ -138,6 +138,9 @@ pub enum ImagesCommand {
         /// The archive to write.
         #[arg(short = 'o', long, value_name = "FILE")]
         output: PathBuf,
+        /// The image's name.
+        #[arg(long, default_value = "skiff.local/httpd:1", value_name = "REFERENCE")]
+        name: String,
     },
 }
 
