@@ -1,12 +1,33 @@
-//! Node and Event rules (Namespaces need only the metadata rules).
+//! Namespace, Node and Event rules.
 
 use std::collections::HashSet;
 
-use k8s_openapi::api::core::v1::{Event, Node};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node};
 
 use super::{names, one_of, push_invalid};
 use crate::error::FieldError;
 use crate::path::FieldPath;
+
+/// Finalizer names without a prefix that Kubernetes knows.
+const STANDARD_FINALIZERS: [&str; 3] = ["kubernetes", "orphan", "foregroundDeletion"];
+
+/// `spec.finalizers`: qualified names, and those without a prefix standard ones
+/// (kube's `validateFinalizerName`).
+pub(super) fn validate_namespace(namespace: &Namespace, errors: &mut Vec<FieldError>) {
+    let path = FieldPath::new("spec").child("finalizers");
+    let finalizers = namespace.spec.as_ref().and_then(|s| s.finalizers.as_ref());
+    for (idx, finalizer) in finalizers.into_iter().flatten().enumerate() {
+        let path = path.index(idx);
+        push_invalid(errors, &path, finalizer, names::qualified_name(finalizer));
+        if !finalizer.contains('/') && !STANDARD_FINALIZERS.contains(&finalizer.as_str()) {
+            errors.push(FieldError::invalid(
+                &path,
+                finalizer.as_str(),
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
+        }
+    }
+}
 
 pub(super) fn validate_node(node: &Node, errors: &mut Vec<FieldError>) {
     let path = FieldPath::new("spec");

@@ -41,7 +41,7 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
         Object::ReplicaSet(replica_set) => apps::validate_replica_set(replica_set, &mut errors),
         Object::Service(service) => service::validate_service(service, &mut errors),
         Object::Endpoints(endpoints) => service::validate_endpoints(endpoints, &mut errors),
-        Object::Namespace(_) => {}
+        Object::Namespace(namespace) => cluster::validate_namespace(namespace, &mut errors),
         Object::Node(node) => cluster::validate_node(node, &mut errors),
         Object::Event(event) => cluster::validate_event(event, &mut errors),
     }

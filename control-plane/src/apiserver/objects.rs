@@ -1,6 +1,6 @@
 //! Handlers for resource requests: GET, LIST, WATCH, POST, PUT, PATCH, DELETE and
-//! deletecollection on objects, and their `/status`, `/scale`, `/binding`, `/log` and
-//! `/exec` subresources.
+//! deletecollection on objects, and their `/status`, `/scale`, `/binding`, `/log`,
+//! `/exec` and (namespaces) `/finalize` subresources.
 
 use std::collections::HashMap;
 
@@ -23,7 +23,7 @@ use super::exec::ExecOptions;
 use super::managed;
 use super::protobuf;
 use super::registry::{
-    DeleteOptions, Deleted, ListOptions, Writer, now_timestamp, supported_field,
+    DeleteOptions, Deleted, ListOptions, Writer, forbidden, now_timestamp, supported_field,
 };
 use super::request::ResourceRequest;
 use super::server::{Body, Context};
@@ -170,6 +170,9 @@ pub async fn handle(
     match resource.subresource.as_deref() {
         None => main_resource(ctx, &call, &resource, method, request).await,
         Some("status") => status(ctx, &call, &resource, method, request).await,
+        Some("finalize") if resource.kind == &kind::NAMESPACE => {
+            finalize(ctx, &call, &resource, method, request).await
+        }
         Some("scale") if is_scalable(resource.kind) => {
             scale(ctx, &call, &resource, method, request).await
         }
@@ -218,8 +221,10 @@ async fn main_resource(
         (Method::POST, None) => {
             let (object, warnings) = decode_body(request, kind, call).await?;
             check_namespace(&object, namespace)?;
-            if let Some(namespace) = namespace.filter(|_| kind.namespaced) {
-                admit_namespace(ctx, namespace).await?;
+            if let Some(namespace) = namespace.filter(|_| kind.namespaced)
+                && namespace_terminating(ctx, namespace).await?
+            {
+                return Err(terminating(kind, namespace, admission_name(&object)));
             }
             let created = ctx
                 .registry
@@ -242,6 +247,10 @@ async fn main_resource(
             let options = delete_options(call, request).await?;
             match ctx.registry.delete(kind, namespace, name, &options).await? {
                 Deleted::Gone(object) => Ok(reply(StatusCode::OK, &object.to_value(), &[])),
+                // Kubernetes answers 200 to a namespace it keeps terminating.
+                Deleted::Pending(object) if kind == &kind::NAMESPACE => {
+                    Ok(reply(StatusCode::OK, &object.to_value(), &[]))
+                }
                 Deleted::Pending(object) => {
                     Ok(reply(StatusCode::ACCEPTED, &object.to_value(), &[]))
                 }
@@ -419,8 +428,17 @@ async fn apply(
     {
         check_name(&checked.object, name)?;
     }
-    if let Some(namespace) = namespace.filter(|_| kind.namespaced) {
-        admit_namespace(ctx, namespace).await?;
+    if let Some(namespace) = namespace.filter(|_| kind.namespaced)
+        && namespace_terminating(ctx, namespace).await?
+    {
+        // Applying to an existing object is an update, which Kubernetes allows.
+        match ctx.registry.get(kind, Some(namespace), name).await {
+            Ok(_) => {}
+            Err(error) if error.code == 404 => {
+                return Err(terminating(kind, namespace, name));
+            }
+            Err(error) => return Err(error),
+        }
     }
     let manager = call.manager.clone();
     let written = ctx
@@ -494,6 +512,32 @@ async fn status(
         Method::PATCH => patch(ctx, call, resource, name, Part::Status, request).await,
         other => Err(ApiError::method_not_allowed(other.as_str())),
     }
+}
+
+/// The `namespaces/{name}/finalize` subresource: a PUT of the Namespace that changes
+/// only its `spec.finalizers`; removing the last finalizer of a namespace being
+/// deleted deletes it.
+async fn finalize(
+    ctx: &Context,
+    call: &Call,
+    resource: &ResourceRequest,
+    method: Method,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let kind = resource.kind;
+    let Some(name) = resource.name.as_deref() else {
+        return Err(ApiError::no_route(&format!("{}/finalize", kind.plural)));
+    };
+    if method != Method::PUT {
+        return Err(ApiError::method_not_allowed(method.as_str()));
+    }
+    let (object, warnings) = decode_body(request, kind, call).await?;
+    check_name(&object, name)?;
+    let updated = ctx
+        .registry
+        .update(object, None, name, call.writer(Part::Finalize))
+        .await?;
+    Ok(reply(StatusCode::OK, &updated.to_value(), &warnings))
 }
 
 fn is_scalable(kind: &ResourceKind) -> bool {
@@ -1129,8 +1173,10 @@ fn check_name(object: &Object, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Admission: new objects go only into namespaces that exist and are not terminating.
-async fn admit_namespace(ctx: &Context, namespace: &str) -> Result<(), ApiError> {
+/// Admission (kube's NamespaceLifecycle): objects go only into namespaces that exist
+/// (404 otherwise); whether `namespace` is being terminated, when new objects may not
+/// go into it.
+async fn namespace_terminating(ctx: &Context, namespace: &str) -> Result<bool, ApiError> {
     let object = ctx
         .registry
         .get(&kind::NAMESPACE, None, namespace)
@@ -1142,14 +1188,37 @@ async fn admit_namespace(ctx: &Context, namespace: &str) -> Result<(), ApiError>
                 e
             }
         })?;
-    let terminating = object.metadata().deletion_timestamp.is_some()
-        || object.to_value()["status"]["phase"] == "Terminating";
-    if terminating {
-        return Err(ApiError::forbidden(format!(
+    Ok(object.metadata().deletion_timestamp.is_some()
+        || object.to_value()["status"]["phase"] == "Terminating")
+}
+
+/// The name kube's admission errors give an object being created: its name, else
+/// its generateName, else `Unknown`.
+fn admission_name(object: &Object) -> &str {
+    let metadata = object.metadata();
+    [&metadata.name, &metadata.generate_name]
+        .into_iter()
+        .filter_map(|n| n.as_deref())
+        .find(|n| !n.is_empty())
+        .unwrap_or("Unknown")
+}
+
+/// 403 for a new object in a namespace being terminated, as kube's NamespaceLifecycle
+/// admission words it (with its `NamespaceTerminating` cause).
+fn terminating(kind: &ResourceKind, namespace: &str, name: &str) -> ApiError {
+    let cause = skiff_api::meta::StatusCause {
+        reason: Some("NamespaceTerminating".to_owned()),
+        message: Some(format!("namespace {namespace} is being terminated")),
+        field: Some("metadata.namespace".to_owned()),
+    };
+    forbidden(
+        kind,
+        name,
+        &format!(
             "unable to create new content in namespace {namespace} because it is being terminated"
-        )));
-    }
-    Ok(())
+        ),
+        vec![cause],
+    )
 }
 
 /// `DeleteOptions` from the body (if any) and the query, as Kubernetes merges them.

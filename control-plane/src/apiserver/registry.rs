@@ -8,7 +8,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use skiff_api::meta::{Time, jiff};
+use skiff_api::meta::{StatusCause, StatusDetails, Time, jiff};
 use skiff_api::{FieldError, FieldPath, Object, ResourceKind, Selector};
 
 use super::error::ApiError;
@@ -362,7 +362,8 @@ impl Registry {
     /// managed fields, and compare-and-swaps on the revision read. A `resourceVersion`
     /// in the new state that is not the current one is a 409; losing a race without one
     /// re-reads and retries. A write that changes nothing stores nothing. Removing the
-    /// last finalizer of an object being deleted deletes it.
+    /// last finalizer of an object being deleted (for a Namespace, the last of its
+    /// `metadata.finalizers` and `spec.finalizers`) deletes it.
     pub async fn write<F>(
         &self,
         kind: &'static ResourceKind,
@@ -437,11 +438,7 @@ impl Registry {
                 });
             }
             let finalized = object.metadata().deletion_timestamp.is_some()
-                && object
-                    .metadata()
-                    .finalizers
-                    .as_ref()
-                    .is_none_or(Vec::is_empty)
+                && !holds_deletion(&object)
                 && !is_graceful_pending(&object);
             let outcome = if finalized {
                 self.timed("delete", self.store.delete(&key, Some(current_revision)))
@@ -471,6 +468,12 @@ impl Registry {
     /// with a grace period, or an object with finalizers (including the one the
     /// propagation policy asks for), is marked with `deletionTimestamp` and stays until
     /// its node or finalizers let it go; anything else is removed now.
+    ///
+    /// Namespaces follow kube's namespace storage and NamespaceLifecycle admission: the
+    /// system namespaces may not be deleted (403); a namespace is marked with
+    /// `deletionTimestamp` and phase `Terminating` and stays while its `spec.finalizers`
+    /// (or `metadata.finalizers`) hold it; deleting it again while `spec.finalizers`
+    /// hold it changes nothing.
     pub async fn delete(
         &self,
         kind: &'static ResourceKind,
@@ -487,7 +490,22 @@ impl Registry {
             let revision = current.mod_revision;
             let mut object = decode_stored(kind, current)?;
             check_preconditions(&object, revision, options)?;
+            let is_namespace = matches!(object, Object::Namespace(_));
+            if is_namespace && IMMORTAL_NAMESPACES.contains(&name) {
+                return Err(forbidden(
+                    kind,
+                    name,
+                    "this namespace may not be deleted",
+                    Vec::new(),
+                ));
+            }
+            let spec_held = !strategy::spec_finalizers(&object).is_empty();
             let metadata = object.metadata_mut();
+            let already = metadata.deletion_timestamp.is_some();
+            if already && spec_held {
+                // Kubernetes returns a namespace being finalized as it is.
+                return Ok(Deleted::Pending(with_revision(object, revision)));
+            }
             let mut finalizers = metadata.finalizers.clone().unwrap_or_default();
             let policy_finalizer = match options.propagation_policy.as_deref() {
                 Some("Foreground") => Some("foregroundDeletion"),
@@ -516,9 +534,7 @@ impl Registry {
                 Object::Pod(pod) => pod_grace(pod, options.grace_period_seconds),
                 _ => 0,
             };
-            let metadata = object.metadata_mut();
-            let already = metadata.deletion_timestamp.is_some();
-            if finalizers.is_empty() && grace == 0 {
+            if finalizers.is_empty() && grace == 0 && !spec_held {
                 if options.dry_run {
                     return Ok(Deleted::Gone(with_revision(object, revision)));
                 }
@@ -536,6 +552,7 @@ impl Registry {
                     TxnOutcome::Failed { .. } => continue,
                 }
             }
+            let metadata = object.metadata_mut();
             if already && metadata.finalizers.as_ref() == Some(&finalizers) {
                 // A second delete only shortens a pod's grace period.
                 let shorter = metadata
@@ -547,9 +564,15 @@ impl Registry {
             }
             if !already || grace < metadata.deletion_grace_period_seconds.unwrap_or(0) {
                 metadata.deletion_timestamp = Some(now_plus(grace));
-                metadata.deletion_grace_period_seconds = Some(grace);
+                // Kubernetes' namespace storage sets no grace period.
+                if !is_namespace {
+                    metadata.deletion_grace_period_seconds = Some(grace);
+                }
             }
             metadata.finalizers = Some(finalizers).filter(|f| !f.is_empty());
+            if let Object::Namespace(namespace) = &mut object {
+                namespace.status.get_or_insert_default().phase = Some("Terminating".to_owned());
+            }
             if options.dry_run {
                 return Ok(Deleted::Pending(with_revision(object, revision)));
             }
@@ -569,6 +592,51 @@ impl Registry {
         }
         Err(ApiError::conflict(kind, name))
     }
+}
+
+/// The namespaces kube's NamespaceLifecycle admission never lets anyone delete
+/// (`kube-node-lease` is not among them: kube-apiserver recreates it).
+const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// 403 as kube's `NewForbidden`: `namespaces "default" is forbidden: <why>` (without
+/// the quoted name when there is none), with the object and `causes` in the details.
+pub(super) fn forbidden(
+    kind: &ResourceKind,
+    name: &str,
+    why: &str,
+    causes: Vec<StatusCause>,
+) -> ApiError {
+    let resource = if kind.group.is_empty() {
+        kind.plural.to_owned()
+    } else {
+        format!("{}.{}", kind.plural, kind.group)
+    };
+    let message = if name.is_empty() {
+        format!("{resource} is forbidden: {why}")
+    } else {
+        format!("{resource} {name:?} is forbidden: {why}")
+    };
+    ApiError {
+        details: Some(Box::new(StatusDetails {
+            name: Some(name.to_owned()).filter(|n| !n.is_empty()),
+            group: Some(kind.group.to_owned()).filter(|g| !g.is_empty()),
+            kind: Some(kind.plural.to_owned()),
+            causes: Some(causes).filter(|c| !c.is_empty()),
+            ..Default::default()
+        })),
+        ..ApiError::forbidden(message)
+    }
+}
+
+/// Whether finalizers hold an object being deleted: its `metadata.finalizers`, or a
+/// Namespace's `spec.finalizers` (kube's `ShouldDeleteNamespaceDuringUpdate`).
+fn holds_deletion(object: &Object) -> bool {
+    object
+        .metadata()
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| !f.is_empty())
+        || !strategy::spec_finalizers(object).is_empty()
 }
 
 /// The grace period of a pod's deletion: none for a pod no node runs (nothing to stop),
@@ -657,7 +725,7 @@ fn prepare_create(
     metadata.generation = Some(1);
     metadata.deletion_timestamp = None;
     metadata.deletion_grace_period_seconds = None;
-    strategy::reset_status_for_create(&mut object);
+    strategy::prepare_for_create(&mut object);
     object.apply_defaults();
     let name = object.name().to_owned();
     let errors = object.validate();

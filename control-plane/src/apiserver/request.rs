@@ -175,6 +175,15 @@ mod tests {
             ),
             (&kind::NAMESPACE, Some("status"))
         );
+        let finalize = resource("/api/v1/namespaces/shop/finalize");
+        assert_eq!(
+            (
+                finalize.kind,
+                finalize.name.as_deref(),
+                finalize.subresource.as_deref()
+            ),
+            (&kind::NAMESPACE, Some("shop"), Some("finalize"))
+        );
         let node = resource("/api/v1/nodes/n1");
         assert_eq!((node.kind, node.name.as_deref()), (&kind::NODE, Some("n1")));
         assert_eq!(route("/version"), Some(Route::Version));

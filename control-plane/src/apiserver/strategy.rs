@@ -1,6 +1,6 @@
 //! Per-kind write strategy, as kube-apiserver's `PrepareForCreate`/`PrepareForUpdate`:
-//! which part of an object a write through the main resource or `/status` may change,
-//! and the status a new object starts with.
+//! which part of an object a write through the main resource, `/status` or (for
+//! Namespaces) `/finalize` may change, and the status a new object starts with.
 
 use k8s_openapi::api::core::v1::NamespaceStatus;
 use skiff_api::Object;
@@ -16,6 +16,9 @@ pub enum Part {
     Status,
     /// `pods/binding`: only `spec.nodeName` changes (which a pod update may not do).
     Binding,
+    /// `namespaces/finalize`: only a Namespace's `spec.finalizers` changes (which a
+    /// main-resource write may not do).
+    Finalize,
 }
 
 impl Part {
@@ -25,6 +28,7 @@ impl Part {
             Self::Main => None,
             Self::Status => Some("status"),
             Self::Binding => Some("binding"),
+            Self::Finalize => Some("finalize"),
         }
     }
 }
@@ -35,8 +39,42 @@ pub fn has_status(object: &Object) -> bool {
     !matches!(object, Object::Event(_) | Object::Endpoints(_))
 }
 
+/// The finalizer in a Namespace's `spec.finalizers` that kube-controller-manager's
+/// namespace controller removes once the namespace is empty.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+
+/// What a create does to a new object before defaulting, as kube's strategies'
+/// `PrepareForCreate`: the status is the server's, and a Namespace's
+/// `spec.finalizers` always holds `kubernetes`.
+pub fn prepare_for_create(object: &mut Object) {
+    reset_status_for_create(object);
+    if let Object::Namespace(namespace) = object {
+        let finalizers = namespace
+            .spec
+            .get_or_insert_default()
+            .finalizers
+            .get_or_insert_default();
+        if !finalizers.iter().any(|f| f == NAMESPACE_FINALIZER) {
+            finalizers.push(NAMESPACE_FINALIZER.to_owned());
+        }
+    }
+}
+
+/// A Namespace's `spec.finalizers` (empty for other kinds): while any remain, a
+/// namespace being deleted stays.
+pub fn spec_finalizers(object: &Object) -> &[String] {
+    match object {
+        Object::Namespace(namespace) => namespace
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.finalizers.as_deref())
+            .unwrap_or_default(),
+        _ => &[],
+    }
+}
+
 /// The status a new object starts with: Kubernetes ignores what a client sends.
-pub fn reset_status_for_create(object: &mut Object) {
+fn reset_status_for_create(object: &mut Object) {
     match object {
         Object::Pod(pod) => {
             let qos_class = pod.spec.as_ref().map(|spec| qos_class(spec).to_owned());
@@ -61,15 +99,26 @@ pub fn reset_status_for_create(object: &mut Object) {
 }
 
 /// Merges a write into the stored object according to `part`: a main-resource write
-/// keeps the stored status; a status write keeps everything but the status, a binding
-/// everything but the node name (both keep the resourceVersion the write was based on,
-/// for the conflict check).
+/// keeps the stored status (and a Namespace's `spec.finalizers`); a status write keeps
+/// everything but the status, a binding everything but the node name, a finalize
+/// everything but `spec.finalizers` (the three keep the resourceVersion the write was
+/// based on, for the conflict check).
 pub fn merge_part(part: Part, old: &Object, new: Object) -> Object {
     match part {
         Part::Main => {
             let mut new = new;
             copy_status(old, &mut new);
+            copy_spec_finalizers(old, &mut new);
             new
+        }
+        Part::Finalize => {
+            let mut merged = old.clone();
+            copy_spec_finalizers(&new, &mut merged);
+            merged
+                .metadata_mut()
+                .resource_version
+                .clone_from(&new.metadata().resource_version);
+            merged
         }
         Part::Binding => {
             let mut merged = old.clone();
@@ -91,6 +140,25 @@ pub fn merge_part(part: Part, old: &Object, new: Object) -> Object {
                 .resource_version
                 .clone_from(&new.metadata().resource_version);
             merged
+        }
+    }
+}
+
+/// Copies a Namespace's `spec.finalizers` from `from` into `to` (an empty list is
+/// stored as none).
+fn copy_spec_finalizers(from: &Object, to: &mut Object) {
+    if let (Object::Namespace(from), Object::Namespace(to)) = (from, to) {
+        let finalizers = from
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.finalizers.clone())
+            .filter(|f| !f.is_empty());
+        match (to.spec.as_mut(), finalizers) {
+            (Some(spec), finalizers) => spec.finalizers = finalizers,
+            (None, None) => {}
+            (None, Some(finalizers)) => {
+                to.spec.get_or_insert_default().finalizers = Some(finalizers);
+            }
         }
     }
 }

@@ -692,3 +692,317 @@ async fn watch_from_a_compacted_revision_is_a_410_error_event() {
     assert_eq!(event["object"]["reason"], "Expired");
     assert!(old.next_chunk().await.is_none(), "then the watch ends");
 }
+
+/// One HTTP/1.1 request with a JSON body to the API at `address`: the status code and
+/// the JSON reply.
+async fn http(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    http_as(address, method, path, "application/json", body).await
+}
+
+/// [`http`] with the body sent as `content_type`.
+async fn http_as(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nUser-Agent: test/1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, serde_json::from_str(body).unwrap())
+}
+
+/// The API served over `registry` on a free port, until the token is cancelled.
+async fn api(registry: &Registry) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(serve(registry.clone(), listener, cancel.clone()));
+    (address, cancel)
+}
+
+fn namespace_body(name: &str, finalizers: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+           "spec": {"finalizers": finalizers}})
+}
+
+fn pod_body(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "c", "image": "i:1"}]}})
+}
+
+/// Kubernetes' namespace lifecycle: `spec.finalizers: [kubernetes]` from creation,
+/// deletion marks the namespace Terminating while a finalizer holds it, no new content
+/// goes into it, and the `finalize` subresource lets it go.
+#[tokio::test]
+async fn namespaces_terminate_until_finalized() {
+    let (_dir, registry) = registry().await;
+    let (address, cancel) = api(&registry).await;
+    let namespaces = "/api/v1/namespaces";
+
+    let (code, created) = http(
+        address,
+        "POST",
+        namespaces,
+        Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["finalizers"], json!(["kubernetes"]));
+    assert_eq!(created["status"]["phase"], "Active");
+
+    // The main resource cannot drop spec.finalizers (PUT, PATCH and apply alike).
+    let mut changed = created.clone();
+    changed["spec"]["finalizers"] = json!([]);
+    changed["metadata"]["labels"] = json!({"team": "a"});
+    let (code, updated) = http(address, "PUT", "/api/v1/namespaces/demo", Some(changed)).await;
+    assert_eq!(code, 200, "{updated}");
+    assert_eq!(updated["spec"]["finalizers"], json!(["kubernetes"]));
+    assert_eq!(updated["metadata"]["labels"], json!({"team": "a"}));
+    let (code, patched) = http_as(
+        address,
+        "PATCH",
+        "/api/v1/namespaces/demo",
+        "application/merge-patch+json",
+        Some(json!({"spec": {"finalizers": null}})),
+    )
+    .await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["spec"]["finalizers"], json!(["kubernetes"]));
+    let (code, applied) = http_as(
+        address,
+        "PATCH",
+        "/api/v1/namespaces/demo?fieldManager=applier&force=true",
+        "application/apply-patch+yaml",
+        Some(namespace_body("demo", json!([]))),
+    )
+    .await;
+    assert_eq!(code, 200, "{applied}");
+    assert_eq!(applied["spec"]["finalizers"], json!(["kubernetes"]));
+    // Nor can a status write change the spec.
+    let mut status = updated.clone();
+    status["spec"]["finalizers"] = json!([]);
+    status["metadata"]["resourceVersion"] = json!(null);
+    let (code, written) = http(
+        address,
+        "PUT",
+        "/api/v1/namespaces/demo/status",
+        Some(status),
+    )
+    .await;
+    assert_eq!(code, 200, "{written}");
+    assert_eq!(written["spec"]["finalizers"], json!(["kubernetes"]));
+
+    let (code, pod) = http(
+        address,
+        "POST",
+        "/api/v1/namespaces/demo/pods",
+        Some(pod_body("before")),
+    )
+    .await;
+    assert_eq!(code, 201, "{pod}");
+
+    // Deleting marks the namespace Terminating; it stays while finalizers hold it.
+    let (code, deleted) = http(address, "DELETE", "/api/v1/namespaces/demo", None).await;
+    assert_eq!(code, 200, "{deleted}");
+    assert!(
+        deleted["metadata"]["deletionTimestamp"].is_string(),
+        "{deleted}"
+    );
+    assert_eq!(deleted["status"]["phase"], "Terminating");
+    assert_eq!(deleted["spec"]["finalizers"], json!(["kubernetes"]));
+    let (code, fetched) = http(address, "GET", "/api/v1/namespaces/demo", None).await;
+    assert_eq!(code, 200, "{fetched}");
+    assert_eq!(fetched["status"]["phase"], "Terminating");
+    // Deleting again changes nothing.
+    let (code, again) = http(address, "DELETE", "/api/v1/namespaces/demo", None).await;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        fetched["metadata"]["resourceVersion"]
+    );
+
+    // No new content goes into it.
+    let (code, refused) = http(
+        address,
+        "POST",
+        "/api/v1/namespaces/demo/pods",
+        Some(pod_body("after")),
+    )
+    .await;
+    assert_eq!(code, 403, "{refused}");
+    assert_eq!(refused["reason"], "Forbidden");
+    assert_eq!(
+        refused["message"],
+        "pods \"after\" is forbidden: unable to create new content in namespace demo because it is being terminated"
+    );
+    assert_eq!(
+        refused["details"]["causes"][0]["reason"],
+        "NamespaceTerminating"
+    );
+
+    // finalize takes only spec.finalizers, with Kubernetes' finalizer name rules.
+    let (code, invalid) = http(
+        address,
+        "PUT",
+        "/api/v1/namespaces/demo/finalize",
+        Some(namespace_body("demo", json!(["kubernetes", "nope"]))),
+    )
+    .await;
+    assert_eq!(code, 422, "{invalid}");
+    assert!(
+        invalid["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.finalizers[1]: Invalid value: \"nope\""),
+        "{invalid}"
+    );
+    let (code, not_allowed) = http(address, "GET", "/api/v1/namespaces/demo/finalize", None).await;
+    assert_eq!(code, 405, "{not_allowed}");
+    let mut finalized = namespace_body("demo", json!([]));
+    finalized["metadata"]["labels"] = json!({"team": "b"});
+    let (code, last) = http(
+        address,
+        "PUT",
+        "/api/v1/namespaces/demo/finalize",
+        Some(finalized),
+    )
+    .await;
+    assert_eq!(code, 200, "{last}");
+    assert_eq!(last["metadata"]["labels"], json!({"team": "a"}));
+    let (code, gone) = http(address, "GET", "/api/v1/namespaces/demo", None).await;
+    assert_eq!(code, 404, "{gone}");
+
+    // A namespace finalized before its deletion goes at once.
+    let (code, _) = http(
+        address,
+        "POST",
+        namespaces,
+        Some(namespace_body("quick", json!([]))),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (code, finalized) = http(
+        address,
+        "PUT",
+        "/api/v1/namespaces/quick/finalize",
+        Some(namespace_body("quick", json!([]))),
+    )
+    .await;
+    assert_eq!(code, 200, "{finalized}");
+    assert_eq!(finalized["status"]["phase"], "Active", "not deleted yet");
+    assert!(
+        finalized["spec"]["finalizers"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{finalized}"
+    );
+    let (code, deleted) = http(address, "DELETE", "/api/v1/namespaces/quick", None).await;
+    assert_eq!(code, 200, "{deleted}");
+    let (code, _) = http(address, "GET", "/api/v1/namespaces/quick", None).await;
+    assert_eq!(code, 404);
+
+    // The system namespaces stay.
+    for name in ["default", "kube-system", "kube-public"] {
+        let (code, _) = http(
+            address,
+            "POST",
+            namespaces,
+            Some(namespace_body(name, json!([]))),
+        )
+        .await;
+        assert_eq!(code, 201);
+        let path = format!("/api/v1/namespaces/{name}");
+        let (code, refused) = http(address, "DELETE", &path, None).await;
+        assert_eq!(code, 403, "{refused}");
+        assert_eq!(refused["reason"], "Forbidden");
+        assert_eq!(
+            refused["message"],
+            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")
+        );
+        let (code, kept) = http(address, "GET", &path, None).await;
+        assert_eq!(code, 200);
+        assert!(kept["metadata"]["deletionTimestamp"].is_null(), "{kept}");
+    }
+    cancel.cancel();
+}
+
+/// `metadata.finalizers` and `spec.finalizers` both hold a terminating namespace; a
+/// main-resource write that removes the last of them deletes it.
+#[tokio::test]
+async fn both_finalizer_lists_hold_a_terminating_namespace() {
+    let (_dir, registry) = registry().await;
+    let mut namespace = object(namespace_body("team", json!([])));
+    namespace.metadata_mut().finalizers = Some(vec!["example.com/hold".into()]);
+    let created = registry
+        .create(namespace, None, Writer::main("test"))
+        .await
+        .unwrap();
+    assert_eq!(
+        created.to_value()["spec"]["finalizers"],
+        json!(["kubernetes"])
+    );
+    let Deleted::Pending(pending) = registry
+        .delete(&NAMESPACE, None, "team", &DeleteOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!("finalizers hold a namespace")
+    };
+    assert_eq!(pending.to_value()["status"]["phase"], "Terminating");
+    assert_eq!(
+        pending.metadata().deletion_grace_period_seconds,
+        None,
+        "as Kubernetes' namespace storage"
+    );
+    // Without metadata.finalizers, spec.finalizers still hold it.
+    registry
+        .write(&NAMESPACE, None, "team", Writer::main("test"), |current| {
+            let mut ns = current.unwrap().clone();
+            ns.metadata_mut().resource_version = None;
+            ns.metadata_mut().finalizers = None;
+            Ok(ns)
+        })
+        .await
+        .unwrap();
+    let held = registry.get(&NAMESPACE, None, "team").await.unwrap();
+    assert_eq!(held.to_value()["spec"]["finalizers"], json!(["kubernetes"]));
+    // A dry-run finalize changes nothing; a real one deletes.
+    let finalize = |dry_run| Writer {
+        part: Part::Finalize,
+        dry_run,
+        ..Writer::main("test")
+    };
+    for dry_run in [true, false] {
+        registry
+            .update(
+                object(namespace_body("team", json!([]))),
+                None,
+                "team",
+                finalize(dry_run),
+            )
+            .await
+            .unwrap();
+        let found = registry.get(&NAMESPACE, None, "team").await;
+        assert_eq!(found.is_ok(), dry_run, "{found:?}");
+    }
+}

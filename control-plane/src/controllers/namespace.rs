@@ -314,7 +314,10 @@ impl NamespaceController {
                 &kind::NAMESPACE,
                 None,
                 name,
-                Writer::main(MANAGER),
+                Writer {
+                    part: Part::Finalize,
+                    ..Writer::main(MANAGER)
+                },
                 |current| {
                     let Some(Object::Namespace(namespace)) = current else {
                         return Err(ApiError::not_found(&kind::NAMESPACE, name));
