@@ -22,6 +22,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The `Content-Type` of a PATCH, naming how the server applies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PatchType {
+    /// RFC 6902 JSON patch (a list of operations).
+    Json,
     /// RFC 7386 JSON merge patch.
     Merge,
     /// Server-side apply: the body is the whole desired object.
@@ -31,6 +33,7 @@ pub(crate) enum PatchType {
 impl PatchType {
     fn content_type(self) -> &'static str {
         match self {
+            Self::Json => "application/json-patch+json",
             Self::Merge => "application/merge-patch+json",
             Self::Apply => "application/apply-patch+yaml",
         }

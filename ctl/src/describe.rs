@@ -59,6 +59,17 @@ pub fn describe(
     describer.out.finish()
 }
 
+/// kubectl's `DescribePodTemplate` through a bare prefix writer, with no column
+/// alignment (the tabs stay), as `rollout history --revision=N` prints a revision.
+pub fn pod_template(template: &Value, now: jiff::Timestamp) -> String {
+    let mut describer = Describer {
+        out: Writer::default(),
+        now,
+    };
+    describer.pod_template(Some(template));
+    describer.out.pending
+}
+
 /// Levels of indentation, two spaces each, as kubectl names them.
 const LEVEL_0: usize = 0;
 const LEVEL_1: usize = 1;

@@ -323,6 +323,26 @@ pub enum RolloutCommand {
         #[arg(long, default_value = "0s")]
         timeout: String,
     },
+    /// Roll a deployment back to an earlier revision:
+    /// `skiff rollout undo deployment/web [--to-revision=N]`.
+    Undo {
+        /// `deployment/NAME` or `deployment NAME`.
+        #[arg(required = true, value_name = "TYPE[.NAME]")]
+        resources: Vec<String>,
+        /// The revision to roll back to (0: the one before the current).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        to_revision: i64,
+    },
+    /// Show a deployment's revisions, or one revision's pod template:
+    /// `skiff rollout history deployment/web [--revision=N]`.
+    History {
+        /// `deployment/NAME` or `deployment NAME`.
+        #[arg(required = true, value_name = "TYPE[.NAME]")]
+        resources: Vec<String>,
+        /// Show the pod template of this revision (0: list every revision).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        revision: i64,
+    },
 }
 
 /// `skiff describe`.

@@ -76,9 +76,19 @@ pub(crate) async fn run_remote(
         RemoteCommand::Delete(args) => delete::run(&ctx, args).await,
         RemoteCommand::Scale(args) => scale::run(&ctx, args).await,
         RemoteCommand::Logs(args) => logs::run(&ctx, args).await,
-        RemoteCommand::Rollout {
-            command: RolloutCommand::Status { resources, timeout },
-        } => rollout::status(&ctx, &resources, &timeout).await,
+        RemoteCommand::Rollout { command } => match command {
+            RolloutCommand::Status { resources, timeout } => {
+                rollout::status(&ctx, &resources, &timeout).await
+            }
+            RolloutCommand::Undo {
+                resources,
+                to_revision,
+            } => rollout::undo(&ctx, &resources, to_revision).await,
+            RolloutCommand::History {
+                resources,
+                revision,
+            } => rollout::history(&ctx, &resources, revision).await,
+        },
         RemoteCommand::Describe(args) => describe::run(&ctx, args).await,
         RemoteCommand::ApiResources(args) => api_resources::run(&ctx, args).await,
     }

@@ -570,8 +570,46 @@ fn rollout_status_waits_for_the_controller() {
     );
 }
 
+/// Plays the kubelet (no node agent runs here): marks every live pod of the default
+/// namespace Running and Ready through `/status`.
+fn mark_pods_ready(cp: &ControlPlane) {
+    let pods = json(&cp.skiff(&["get", "pods", "-o", "json"]));
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        if pod["metadata"].get("deletionTimestamp").is_some() {
+            continue;
+        }
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        let (code, body) = cp.http(
+            "PATCH",
+            &format!("/api/v1/namespaces/default/pods/{name}/status"),
+            "application/merge-patch+json",
+            r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
+        );
+        // A pod deleted meanwhile is fine.
+        assert!(code == 200 || code == 404, "{code} {body}");
+    }
+}
+
+/// Marks pods ready until `rollout status` says the rollout of `web` is done.
+#[track_caller]
+fn roll_out(cp: &ControlPlane) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        mark_pods_ready(cp);
+        let output = cp.skiff(&["rollout", "status", "deployment/web", "--timeout=1s"]);
+        if output.status.success() {
+            return text(&output.stdout);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never rolled out: {}",
+            text(&output.stdout)
+        );
+    }
+}
+
 #[test]
-fn rollout_status_follows_the_deployment_status_until_rolled_out() {
+fn rollout_status_follows_the_controllers_until_rolled_out() {
     let cp = ControlPlane::start();
     success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &deployment(2)));
     let mut child = cp
@@ -588,45 +626,81 @@ fn rollout_status_follows_the_deployment_status_until_rolled_out() {
             }
         }
     });
-    let next = || {
-        rx.recv_timeout(Duration::from_secs(20))
-            .expect("a status line")
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a status line");
+    assert!(first.starts_with("Waiting for deployment"), "{first}");
+    // The controllers create the ReplicaSet and its pods; once the pods are Ready,
+    // the deployment's status says so and the watch ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        mark_pods_ready(&cp);
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.starts_with("Waiting for deployment") => {}
+            Ok(line) => break line,
+            Err(_) => assert!(std::time::Instant::now() < deadline, "no verdict"),
+        }
     };
-    assert_eq!(
-        next(),
-        "Waiting for deployment spec update to be observed..."
-    );
-    // Play the deployment controller: write the status kubectl's verdict reads.
-    let set_status = |status: &str| {
-        let (code, body) = cp.http(
-            "PATCH",
-            "/apis/apps/v1/namespaces/default/deployments/web/status",
-            "application/merge-patch+json",
-            &format!("{{\"status\":{status}}}"),
-        );
-        assert_eq!(code, 200, "{body}");
-    };
-    set_status(
-        r#"{"observedGeneration":1,"replicas":1,"updatedReplicas":1,"availableReplicas":0}"#,
-    );
-    assert_eq!(
-        next(),
-        "Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated..."
-    );
-    set_status(r#"{"replicas":3,"updatedReplicas":2}"#);
-    assert_eq!(
-        next(),
-        "Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination..."
-    );
-    set_status(r#"{"replicas":2,"availableReplicas":1}"#);
-    assert_eq!(
-        next(),
-        "Waiting for deployment \"web\" rollout to finish: 1 of 2 updated replicas are available..."
-    );
-    set_status(r#"{"availableReplicas":2}"#);
-    assert_eq!(next(), "deployment \"web\" successfully rolled out");
+    assert_eq!(last, "deployment \"web\" successfully rolled out");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn rollout_history_and_undo_work_like_kubectl() {
+    let cp = ControlPlane::start();
+    success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &deployment(1)));
+    roll_out(&cp);
+    let updated = deployment(1).replace("busybox:1", "busybox:2");
+    success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &updated));
+    roll_out(&cp);
+    assert_eq!(
+        success(&cp.skiff(&["rollout", "history", "deployment/web"])),
+        "deployment.apps/web \nREVISION  CHANGE-CAUSE\n1         <none>\n2         <none>\n\n"
+    );
+    let revision = success(&cp.skiff(&["rollout", "history", "deploy/web", "--revision=1"]));
+    assert!(
+        revision.starts_with(
+            "deployment.apps/web with revision #1\nPod Template:\n  Labels:\tapp=web\n"
+        ),
+        "{revision}"
+    );
+    assert!(revision.contains("busybox:1"), "{revision}");
+    assert_eq!(
+        failure(&cp.skiff(&["rollout", "history", "deploy/web", "--revision=9"])),
+        "error: unable to find the specified revision\n"
+    );
+    assert_eq!(
+        success(&cp.skiff(&["rollout", "undo", "deployment/web"])),
+        "deployment.apps/web rolled back\n"
+    );
+    roll_out(&cp);
+    let image = success(&cp.skiff(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]));
+    assert_eq!(image, "busybox:1");
+    // Revision 1 became revision 3.
+    let history = success(&cp.skiff(&["rollout", "history", "deployment/web"]));
+    assert_eq!(
+        history,
+        "deployment.apps/web \nREVISION  CHANGE-CAUSE\n2         <none>\n3         <none>\n\n"
+    );
+    assert_eq!(
+        success(&cp.skiff(&["rollout", "undo", "deployment/web", "--to-revision=3"])),
+        "deployment.apps/web skipped rollback (current template already matches revision 3)\n"
+    );
+    assert_eq!(
+        failure(&cp.skiff(&["rollout", "undo", "deployment/web", "--to-revision=7"])),
+        "error: unable to find specified revision 7 in history\n"
+    );
+    assert_eq!(
+        failure(&cp.skiff(&["rollout", "undo", "rs/web"])),
+        "error: no rollbacker has been implemented for \"ReplicaSet.apps\"\n"
+    );
 }
 
 #[test]
