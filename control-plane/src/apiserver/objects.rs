@@ -369,6 +369,9 @@ async fn patch(
     }
     let patch_value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    // A resourceVersion in the patch is a precondition; otherwise the patch applies to
+    // whatever is current, and a lost race is retried against the new state.
+    let pinned = mentions_resource_version(&patch_value);
     let mut warnings = Vec::new();
     let written = ctx
         .registry
@@ -377,13 +380,31 @@ async fn patch(
             let patched =
                 skiff_api::patch::patch(kind, &current.to_value(), &patch_value, patch_type)
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let decoded =
+            let mut decoded =
                 Object::decode(kind, patched, validation).map_err(|e| ApiError::decode(&e))?;
+            if !pinned {
+                decoded.object.metadata_mut().resource_version = None;
+            }
             warnings = decoded.warnings;
             Ok(decoded.object)
         })
         .await?;
     Ok(reply(StatusCode::OK, &written.object.to_value(), &warnings))
+}
+
+/// Whether a patch or applied configuration sets `metadata.resourceVersion` (a merge
+/// patch's key or a JSON patch's path), which makes it a precondition.
+fn mentions_resource_version(patch: &Value) -> bool {
+    match patch {
+        Value::Object(map) => map
+            .get("metadata")
+            .and_then(|m| m.get("resourceVersion"))
+            .is_some_and(|rv| !rv.is_null()),
+        Value::Array(operations) => operations.iter().any(|op| {
+            op["path"] == "/metadata/resourceVersion" && op["op"] != "remove" && op["op"] != "test"
+        }),
+        _ => false,
+    }
 }
 
 /// Server-side apply (`application/apply-patch+yaml`): creates or updates the object
@@ -441,6 +462,7 @@ async fn apply(
         }
     }
     let manager = call.manager.clone();
+    let applied_pins = mentions_resource_version(&applied);
     let written = ctx
         .registry
         .write(
@@ -464,8 +486,11 @@ async fn apply(
                     &managed::timestamp(),
                 )
                 .map_err(|e| ApiError::apply_conflict(kind, name, &e))?;
-                let decoded = Object::decode(kind, merged, FieldValidation::Ignore)
+                let mut decoded = Object::decode(kind, merged, FieldValidation::Ignore)
                     .map_err(|e| ApiError::decode(&e))?;
+                if !applied_pins {
+                    decoded.object.metadata_mut().resource_version = None;
+                }
                 Ok(decoded.object)
             },
         )
