@@ -427,26 +427,80 @@ fn resources(container: &Container, pids_limit: Option<i64>) -> Result<Value, Sp
     Ok(value)
 }
 
-/// kubelet's OOM score adjustment by QoS: guaranteed -997, best-effort 1000,
-/// burstable in between (approximated as 500).
+/// kubelet's OOM score adjustment (`GetContainerOOMScoreAdjust`), judged per container:
+/// guaranteed (cpu and memory limits, requests equal to them or unset) −997, best
+/// effort (no requests or limits) 1000, burstable `1000 − 1000 × memory request /
+/// node memory` kept within 2..=999. Without CAP_SYS_RESOURCE a process may not go
+/// below its parent's score, so the value is never lower than the agent's own.
 fn oom_score_adj(container: &Container) -> i32 {
     let resources = container.resources.as_ref();
-    let has = |name: &str| {
-        resources
-            .and_then(|r| r.limits.as_ref())
-            .is_some_and(|l| l.contains_key(name))
+    let limits = resources.and_then(|r| r.limits.as_ref());
+    let requests = resources.and_then(|r| r.requests.as_ref());
+    let quantity = |map: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >,
+                    name: &str| {
+        map.and_then(|m| m.get(name))
+            .and_then(|q| skiff_api::Quantity::parse(&q.0).ok())
+            .map(|q| q.nano_value())
     };
-    let requested = resources.is_some_and(|r| {
-        r.requests.as_ref().is_some_and(|m| !m.is_empty())
-            || r.limits.as_ref().is_some_and(|m| !m.is_empty())
+    let guaranteed = ["cpu", "memory"].iter().all(|name| {
+        let limit = quantity(limits, name);
+        limit.is_some() && quantity(requests, name).is_none_or(|r| Some(r) == limit)
     });
-    if !requested {
-        1000
-    } else if has("cpu") && has("memory") {
+    let best_effort = limits.is_none_or(|m| m.is_empty()) && requests.is_none_or(|m| m.is_empty());
+    let wanted = if guaranteed {
         -997
+    } else if best_effort {
+        1000
     } else {
-        500
+        let request_bytes = quantity(requests, "memory")
+            .or_else(|| quantity(limits, "memory"))
+            .map_or(0, |n| n / 1_000_000_000);
+        let capacity = node_memory_bytes().max(1);
+        let score = 1000 - (1000 * i128::from(request_bytes.max(0)) / i128::from(capacity));
+        i32::try_from(score.clamp(2, 999)).unwrap_or(999)
+    };
+    if has_sys_resource() {
+        wanted
+    } else {
+        wanted.max(own_oom_score_adj())
     }
+}
+
+/// The machine's memory in bytes (`MemTotal`).
+fn node_memory_bytes() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}
+
+/// Whether this process holds CAP_SYS_RESOURCE (needed to lower OOM scores).
+fn has_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// This process's own `oom_score_adj`.
+fn own_oom_score_adj() -> i32 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The OCI default mounts (runc's `spec` and containerd's).
@@ -624,6 +678,23 @@ mod tests {
         assert_eq!(none["linux"]["resources"]["cpu"]["shares"], 2);
         assert!(none["linux"]["resources"]["memory"].is_null());
         assert_eq!(none["process"]["oomScoreAdj"], 1000);
+        let floor = if has_sys_resource() {
+            -997
+        } else {
+            own_oom_score_adj().max(-997)
+        };
+        let guaranteed = container(json!({"name": "c", "resources": {
+            "limits": {"cpu": "1", "memory": "64Mi"}}}));
+        let value = build_json(&input(guaranteed, image(), &[])).expect("spec");
+        assert_eq!(value["process"]["oomScoreAdj"], floor);
+        let burstable = container(json!({"name": "c", "resources": {
+            "requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}}}));
+        let value = build_json(&input(burstable, image(), &[])).expect("spec");
+        let score = value["process"]["oomScoreAdj"].as_i64().expect("score");
+        assert!(
+            (2..=999).contains(&score) && score >= i64::from(floor),
+            "{score}"
+        );
     }
 
     #[test]
