@@ -437,10 +437,7 @@ fn oom_score_adj(container: &Container) -> i32 {
     let limits = resources.and_then(|r| r.limits.as_ref());
     let requests = resources.and_then(|r| r.requests.as_ref());
     let quantity = |map: Option<
-        &std::collections::BTreeMap<
-            String,
-            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
-        >,
+        &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     >,
                     name: &str| {
         map.and_then(|m| m.get(name))
@@ -461,7 +458,7 @@ fn oom_score_adj(container: &Container) -> i32 {
             .or_else(|| quantity(limits, "memory"))
             .map_or(0, |n| n / 1_000_000_000);
         let capacity = node_memory_bytes().max(1);
-        let score = 1000 - (1000 * i128::from(request_bytes.max(0)) / i128::from(capacity));
+        let score = 1000 - (1000 * request_bytes.max(0) / i128::from(capacity));
         i32::try_from(score.clamp(2, 999)).unwrap_or(999)
     };
     if has_sys_resource() {
