@@ -63,7 +63,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         move |registry, cancel| controllers::start_all(registry, cancel, &settings),
     ));
     println!("skiff-control-plane: serving the API on http://{api_address}");
-    apiserver::serve(registry, listener, shutdown).await;
+    // Heartbeats come four times per grace period, as kubelet's 10 s to the
+    // controller manager's 40 s.
+    let grace = config.controllers.node_lifecycle.grace.as_secs();
+    let heartbeat = u32::try_from((grace / 4).clamp(1, 10)).unwrap_or(10);
+    apiserver::serve_with(registry, listener, shutdown, heartbeat).await;
     tasks.close();
     tasks.wait().await;
     store.shutdown().await;

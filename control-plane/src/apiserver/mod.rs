@@ -40,6 +40,6 @@ pub use registry::{
     kind_prefix, list_prefix, object_key,
 };
 pub(crate) use registry::{decode_stored, now_timestamp};
-pub use server::{Context, handle, serve};
+pub use server::{Context, handle, serve, serve_with};
 pub use strategy::Part;
 pub(crate) use watch::{Watch, WatchParams};

@@ -57,8 +57,25 @@ fn version_info() -> Value {
 /// Requests with a `content-type` of `application/grpc…` go to the gRPC services
 /// (the `Node` service of node agents) on the same listener.
 pub async fn serve(registry: Registry, listener: TcpListener, cancel: CancellationToken) {
-    let grpc =
-        Routes::new(NodeService::new(registry.clone(), cancel.clone()).into_server()).prepare();
+    serve_with(
+        registry,
+        listener,
+        cancel,
+        crate::nodes::HEARTBEAT_INTERVAL_SECONDS,
+    )
+    .await;
+}
+
+/// [`serve`], telling node agents to heartbeat every `heartbeat_seconds`.
+pub async fn serve_with(
+    registry: Registry,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    heartbeat_seconds: u32,
+) {
+    let nodes = NodeService::new(registry.clone(), cancel.clone())
+        .with_heartbeat_interval(heartbeat_seconds);
+    let grpc = Routes::new(nodes.into_server()).prepare();
     let context = Arc::new(Context {
         metrics: Metrics::new(registry.store().clone(), registry.store_latency()),
         registry,

@@ -30,7 +30,8 @@ use crate::apiserver::{
 /// The field manager of every write the service makes for an agent.
 pub const MANAGER: &str = "skiff-node-agent";
 
-/// How often agents are told to heartbeat.
+/// How often agents are told to heartbeat by default (kubelet's node status update
+/// frequency).
 pub const HEARTBEAT_INTERVAL_SECONDS: u32 = 10;
 
 /// How long one `WatchPods` stream may last (agents reconnect after it ends).
@@ -47,12 +48,23 @@ const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 pub struct NodeService {
     registry: Registry,
     cancel: CancellationToken,
+    heartbeat_interval_seconds: u32,
 }
 
 impl NodeService {
     /// A service writing through `registry`; its pod watches end when `cancel` fires.
     pub fn new(registry: Registry, cancel: CancellationToken) -> Self {
-        Self { registry, cancel }
+        Self {
+            registry,
+            cancel,
+            heartbeat_interval_seconds: HEARTBEAT_INTERVAL_SECONDS,
+        }
+    }
+
+    /// Tells agents to heartbeat every `seconds` (at least 1).
+    pub fn with_heartbeat_interval(mut self, seconds: u32) -> Self {
+        self.heartbeat_interval_seconds = seconds.max(1);
+        self
     }
 
     /// The service wrapped for a tonic server or `Routes`.
@@ -264,7 +276,7 @@ impl node_server::Node for NodeService {
         tracing::info!(node = %name, created, "node registered");
         Ok(Response::new(RegisterReply {
             node_json: encode(&stored),
-            heartbeat_interval_seconds: HEARTBEAT_INTERVAL_SECONDS,
+            heartbeat_interval_seconds: self.heartbeat_interval_seconds,
         }))
     }
 

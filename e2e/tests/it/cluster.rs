@@ -190,6 +190,7 @@ async fn scenario(cluster: &Cluster, client: &str) {
         let kubeconfig = cluster.plane.kubeconfig.clone();
         tokio::spawn(async move {
             let mut fewest = usize::MAX;
+            let mut worst = String::new();
             let deadline = Instant::now() + Duration::from_secs(90);
             loop {
                 let output = std::process::Command::new("kubectl")
@@ -200,13 +201,28 @@ async fn scenario(cluster: &Cluster, client: &str) {
                 let list: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
                 let pods = list["items"].as_array().cloned().unwrap_or_default();
                 let ready = pods.iter().filter(|p| is_ready(p)).count();
-                fewest = fewest.min(ready);
+                if ready < fewest {
+                    fewest = ready;
+                    worst = pods
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{} ready={} deleting={} phase={}",
+                                p["metadata"]["name"],
+                                is_ready(p),
+                                !p["metadata"]["deletionTimestamp"].is_null(),
+                                p["status"]["phase"]
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                }
                 let done = pods.len() == 2
                     && pods.iter().all(|p| {
                         is_ready(p) && p["spec"]["containers"][0]["image"] == "skiff.local/httpd:2"
                     });
                 if done || Instant::now() > deadline {
-                    return (fewest, done);
+                    return (fewest, done, worst);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -220,11 +236,11 @@ async fn scenario(cluster: &Cluster, client: &str) {
         "demo",
         "httpd=skiff.local/httpd:2",
     ]));
-    let (fewest, done) = watcher.await.unwrap();
+    let (fewest, done, worst) = watcher.await.unwrap();
     assert!(done, "the rolling update finished");
     assert!(
         fewest >= 2,
-        "maxUnavailable 0 held: as few as {fewest} ready pods were seen"
+        "maxUnavailable 0 held: as few as {fewest} ready pods were seen: {worst}"
     );
     ok(&cluster.client(
         client,
