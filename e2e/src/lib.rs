@@ -7,6 +7,7 @@
 //! - [`stats`]: latency samples, percentiles and throughput.
 //! - [`api_bench`]: the `skiff-bench api` workload against the Kubernetes API.
 //! - [`pod_start_bench`]: `skiff-bench pod-start`, pod start vs `crun run`, agent memory.
+//! - [`schedule_bench`]: `skiff-bench schedule`, pods placed per second on hollow nodes.
 //! - [`store_bench`]: the `skiff-bench store` workload against Skiff and etcd.
 //! - [`etcd`]: the generated client for etcd's KV API.
 
@@ -15,6 +16,7 @@ pub mod api_bench;
 pub mod pod_start_bench;
 pub mod process;
 pub mod registry;
+pub mod schedule_bench;
 pub mod stats;
 pub mod store_bench;
 

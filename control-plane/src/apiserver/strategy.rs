@@ -2,8 +2,9 @@
 //! which part of an object a write through the main resource, `/status` or (for
 //! Namespaces) `/finalize` may change, and the status a new object starts with.
 
-use k8s_openapi::api::core::v1::NamespaceStatus;
+use k8s_openapi::api::core::v1::{NamespaceStatus, PodCondition};
 use skiff_api::Object;
+use skiff_api::meta::{Time, jiff};
 use skiff_api::quantity::Quantity;
 use skiff_api::types::PodStatus;
 
@@ -123,8 +124,11 @@ pub fn merge_part(part: Part, old: &Object, new: Object) -> Object {
         Part::Binding => {
             let mut merged = old.clone();
             if let (Object::Pod(from), Object::Pod(to)) = (&new, &mut merged) {
-                to.spec.get_or_insert_default().node_name =
-                    from.spec.as_ref().and_then(|s| s.node_name.clone());
+                let node_name = from.spec.as_ref().and_then(|s| s.node_name.clone());
+                if node_name.as_deref().is_some_and(|n| !n.is_empty()) {
+                    mark_scheduled(to);
+                }
+                to.spec.get_or_insert_default().node_name = node_name;
             }
             merged
                 .metadata_mut()
@@ -160,6 +164,32 @@ fn copy_spec_finalizers(from: &Object, to: &mut Object) {
                 to.spec.get_or_insert_default().finalizers = Some(finalizers);
             }
         }
+    }
+}
+
+/// Sets `PodScheduled=True`, as kube-apiserver's binding does (`setPodHostAndAnnotations`):
+/// the transition time moves only if the condition was not already true.
+fn mark_scheduled(pod: &mut skiff_api::types::Pod) {
+    let conditions = pod
+        .status
+        .get_or_insert_default()
+        .conditions
+        .get_or_insert_default();
+    let existing = conditions.iter().position(|c| c.type_ == "PodScheduled");
+    if existing.is_some_and(|idx| conditions[idx].status == "True") {
+        return;
+    }
+    let seconds = super::registry::now_timestamp().as_second();
+    let now = jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let scheduled = PodCondition {
+        type_: "PodScheduled".to_owned(),
+        status: "True".to_owned(),
+        last_transition_time: Some(Time(now)),
+        ..PodCondition::default()
+    };
+    match existing {
+        Some(idx) => conditions[idx] = scheduled,
+        None => conditions.push(scheduled),
     }
 }
 

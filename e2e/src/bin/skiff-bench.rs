@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use skiff_e2e::{api_bench, pod_start_bench, store_bench};
+use skiff_e2e::{api_bench, pod_start_bench, schedule_bench, store_bench};
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff-bench", version)]
@@ -60,6 +60,18 @@ enum Bench {
         /// Pods running at once for the loaded memory figure.
         #[arg(long, default_value_t = 100)]
         pods: usize,
+    },
+    /// The scheduler: pods placed per second on hollow nodes, create→bound latency.
+    Schedule {
+        /// Hollow nodes (Node objects without an agent).
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Pods created and placed.
+        #[arg(long, default_value_t = 30_000)]
+        pods: usize,
+        /// Concurrent clients creating nodes and pods.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
     },
 }
 
@@ -128,6 +140,26 @@ async fn main() -> anyhow::Result<()> {
                 )?;
             }
             println!("{}", pod_start_bench::result_line(&report));
+        }
+        Bench::Schedule {
+            nodes,
+            pods,
+            clients,
+        } => {
+            let options = schedule_bench::Options {
+                nodes,
+                pods,
+                clients,
+            };
+            let report = schedule_bench::bench(&options).await?;
+            print!("{}", schedule_bench::table(&report));
+            if let Some(path) = &flags.json {
+                std::fs::write(
+                    path,
+                    serde_json::to_vec_pretty(&schedule_bench::to_json(&report))?,
+                )?;
+            }
+            println!("{}", schedule_bench::result_line(&report));
         }
     }
     Ok(())
