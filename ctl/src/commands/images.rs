@@ -26,7 +26,11 @@ pub(crate) fn run(command: &ImagesCommand) -> anyhow::Result<ExitCode> {
             }
             ImagesCommand::List { data_dir } => {
                 let store = open(data_dir)?;
-                let mut rows = vec![vec!["IMAGE".to_owned(), "IMAGE ID".to_owned(), "SIZE".to_owned()]];
+                let mut rows = vec![vec![
+                    "IMAGE".to_owned(),
+                    "IMAGE ID".to_owned(),
+                    "SIZE".to_owned(),
+                ]];
                 for image in store.list() {
                     rows.push(vec![
                         image.reference.clone(),

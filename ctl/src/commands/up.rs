@@ -23,8 +23,10 @@ const DEMO_PAGE: &str = "hello from skiff\n";
 pub(crate) fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
-        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?)
-            .join(".skiff"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?)
+                .join(".skiff")
+        }
     };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -93,7 +95,10 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     );
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  skiff get nodes; skiff apply -f manifests/; kubectl get pods -A");
-    println!("  Ctrl-C stops the cluster and its containers. Logs: {}", data_dir.join("skiff-up.log").display());
+    println!(
+        "  Ctrl-C stops the cluster and its containers. Logs: {}",
+        data_dir.join("skiff-up.log").display()
+    );
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -109,7 +114,10 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     // The containers outlive the agent by design; `skiff up` owns them, so they go too.
     let runtime = skiff_node_agent::runtime::container::RuntimeConfig::new(agent_dir, None)?;
     skiff_node_agent::runtime::reset(&runtime).await?;
-    println!("skiff up: stopped; the cluster's state stays in {}", data_dir.display());
+    println!(
+        "skiff up: stopped; the cluster's state stays in {}",
+        data_dir.display()
+    );
     Ok(())
 }
 
@@ -160,7 +168,9 @@ pub(crate) fn write_demo_archive(path: &Path, name: &str) -> anyhow::Result<()> 
         .find(|p| Path::new(p).is_file())
         .context("busybox is not installed (Debian: apt-get install busybox-static)")?;
     let busybox = std::fs::read(busybox_path)?;
-    let listed = std::process::Command::new(busybox_path).arg("--list").output()?;
+    let listed = std::process::Command::new(busybox_path)
+        .arg("--list")
+        .output()?;
     let applets: Vec<(String, String)> = String::from_utf8_lossy(&listed.stdout)
         .lines()
         .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
@@ -172,13 +182,19 @@ pub(crate) fn write_demo_archive(path: &Path, name: &str) -> anyhow::Result<()> 
     let files = [
         ("bin/busybox", busybox, 0o755),
         ("www/index.html", DEMO_PAGE.as_bytes().to_vec(), 0o644),
-        ("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n".to_vec(), 0o644),
+        (
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n".to_vec(),
+            0o644,
+        ),
         ("etc/group", b"root:x:0:\nnobody:x:65534:\n".to_vec(), 0o644),
         ("tmp/.keep", Vec::new(), 0o644),
     ];
     let config = ImageConfig {
         entrypoint: vec!["/bin/httpd".into()],
-        cmd: ["-f", "-v", "-p", "80", "-h", "/www"].map(String::from).to_vec(),
+        cmd: ["-f", "-v", "-p", "80", "-h", "/www"]
+            .map(String::from)
+            .to_vec(),
         env: vec!["PATH=/bin".into()],
         working_dir: None,
         user: None,

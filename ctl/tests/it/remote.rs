@@ -497,7 +497,10 @@ fn delete_by_name_selector_and_file() {
     let left = success(&cp.skiff(&["get", "deploy,po", "-n", "demo", "-o", "name"]));
     // The web deployment stays, with the pods its ReplicaSet made; the rest is gone.
     assert!(left.starts_with("deployment.apps/web\n"), "{left}");
-    assert!(!left.contains("deployment.apps/api") && !left.contains("pod/clock"), "{left}");
+    assert!(
+        !left.contains("deployment.apps/api") && !left.contains("pod/clock"),
+        "{left}"
+    );
     let all = success(&cp.skiff(&["delete", "deploy", "--all", "-n", "demo", "--wait=false"]));
     assert_eq!(all, "deployment.apps \"web\" deleted\n");
 }

@@ -525,7 +525,10 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
     assert_eq!(code, 200);
     let (_, after) = plane.http("GET", path, "", b"").await;
     assert_eq!(after["spec"], before["spec"]);
-    assert_eq!(after["metadata"]["generation"], before["metadata"]["generation"]);
+    assert_eq!(
+        after["metadata"]["generation"],
+        before["metadata"]["generation"]
+    );
     assert_eq!(after["metadata"]["labels"], before["metadata"]["labels"]);
     // The refusals are counted in the metrics, by verb, resource and code.
     let (code, metrics) = plane.http("GET", "/metrics", "", b"").await;
