@@ -172,6 +172,14 @@ impl Scheduler {
         cancel: CancellationToken,
     ) {
         tracing::info!("scheduler started");
+        // Take the informers' replay of what they hold before deciding anything, so no
+        // decision misses a pod already bound (kube-scheduler waits for its cache too).
+        while let Ok(change) = nodes.try_recv() {
+            self.on_node(&change);
+        }
+        while let Ok(change) = pods.try_recv() {
+            self.on_pod(&change);
+        }
         loop {
             if cancel.is_cancelled() {
                 return;
@@ -416,6 +424,11 @@ impl Scheduler {
             self.pending.remove(&key);
             return false;
         };
+        if !is_ours(pod) || node_name(pod).is_some() {
+            // Changed while its binding was in flight (being deleted, say).
+            self.forget_pending(&key);
+            return false;
+        }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let info = PodInfo::of(pod);
         let nodes = self.cache.nodes();
