@@ -14,6 +14,8 @@ pub mod controllers;
 pub mod nodes;
 pub mod scheduler;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::net::SocketAddr;
 use std::time::Duration;

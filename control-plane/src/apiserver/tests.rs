@@ -9,33 +9,13 @@ use skiff_api::{Object, Selector};
 use tempfile::TempDir;
 
 use super::*;
-use crate::store::{Config, Store, Tuning};
+use crate::store::Tuning;
 
 async fn registry() -> (TempDir, Registry) {
     registry_keeping(Tuning::default().history_revisions).await
 }
 
-/// A registry whose store keeps `history_revisions` revisions of watch history.
-async fn registry_keeping(history_revisions: u64) -> (TempDir, Registry) {
-    let dir = tempfile::tempdir().unwrap();
-    let tuning = Tuning {
-        election_timeout_min: Duration::from_millis(150),
-        election_timeout_max: Duration::from_millis(300),
-        heartbeat_interval: Duration::from_millis(50),
-        history_revisions,
-        ..Tuning::default()
-    };
-    let store = Store::open(Config {
-        data_dir: dir.path().to_owned(),
-        listen_peer: "127.0.0.1:0".parse().unwrap(),
-        advertise_peer: None,
-        join: None,
-        tuning,
-    })
-    .await
-    .unwrap();
-    (dir, Registry::new(store))
-}
+use crate::testing::registry_keeping;
 
 fn object(value: serde_json::Value) -> Object {
     decode_object(value, FieldValidation::Strict)

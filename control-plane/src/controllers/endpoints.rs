@@ -557,9 +557,9 @@ mod tests {
     use serde_json::{Value, json};
     use skiff_api::kind::{ENDPOINTS, POD};
 
-    use super::super::gc::testing::{create, eventually, object, registry};
     use super::*;
     use crate::apiserver::Part;
+    use crate::testing::{create, eventually, object, registry};
 
     fn service(value: Value) -> Service {
         match object(value) {

@@ -510,85 +510,14 @@ impl Reconciler for GarbageCollector {
     }
 }
 
-/// Helpers the controllers' tests share: a one-member store in a temporary directory,
-/// objects from JSON, and bounded waits.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::future::Future;
-    use std::time::Duration;
-
-    use serde_json::Value;
-    use skiff_api::Object;
-    use skiff_api::codec::{FieldValidation, decode_object};
-    use tempfile::TempDir;
-
-    use crate::apiserver::{Registry, Writer};
-    use crate::store::{Config, Store, Tuning};
-
-    /// A registry over a fresh single-member store.
-    pub async fn registry() -> (TempDir, Registry) {
-        let dir = tempfile::tempdir().unwrap();
-        let tuning = Tuning {
-            election_timeout_min: Duration::from_millis(150),
-            election_timeout_max: Duration::from_millis(300),
-            heartbeat_interval: Duration::from_millis(50),
-            ..Tuning::default()
-        };
-        let store = Store::open(Config {
-            data_dir: dir.path().to_owned(),
-            listen_peer: "127.0.0.1:0".parse().unwrap(),
-            advertise_peer: None,
-            join: None,
-            tuning,
-        })
-        .await
-        .unwrap();
-        (dir, Registry::new(store))
-    }
-
-    /// An object decoded from a manifest.
-    pub fn object(value: Value) -> Object {
-        decode_object(value, FieldValidation::Strict)
-            .unwrap()
-            .object
-    }
-
-    /// Creates `value` in `namespace`.
-    pub async fn create(registry: &Registry, namespace: Option<&str>, value: Value) -> Object {
-        registry
-            .create(object(value), namespace, Writer::main("test"))
-            .await
-            .unwrap()
-    }
-
-    /// Polls `check` every 50 ms until it yields a value, failing after `limit`.
-    pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Option<T>>,
-    {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
     use skiff_api::kind::{POD, REPLICA_SET};
 
-    use super::testing::{create, eventually, registry};
     use super::*;
     use crate::apiserver::Deleted;
+    use crate::testing::{create, eventually, registry};
 
     fn replica_set(name: &str) -> serde_json::Value {
         json!({

@@ -392,8 +392,8 @@ mod tests {
     use serde_json::json;
     use skiff_api::kind::{DEPLOYMENT, ENDPOINTS, EVENT, NAMESPACE, POD, REPLICA_SET, SERVICE};
 
-    use super::super::gc::testing::{create, eventually, registry};
     use super::*;
+    use crate::testing::{create, eventually, registry};
 
     #[test]
     fn conditions_report_what_remains() {

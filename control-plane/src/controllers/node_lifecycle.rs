@@ -865,10 +865,10 @@ mod tests {
     use skiff_proto::node::node_server::Node as _;
     use tonic::Request;
 
-    use super::super::gc::testing::{create, eventually, object, registry};
     use super::*;
     use crate::apiserver::ListOptions;
     use crate::nodes::NodeService;
+    use crate::testing::{create, eventually, object, registry};
 
     fn taint(key: &str, effect: &str) -> Taint {
         Taint {

@@ -14,28 +14,9 @@ use tonic::{Code, Request};
 
 use super::*;
 use crate::apiserver::{Deleted, Writer};
-use crate::store::{Config, Store, Tuning};
+use crate::store::Tuning;
 
-async fn registry_keeping(history_revisions: u64) -> (TempDir, Registry) {
-    let dir = tempfile::tempdir().unwrap();
-    let tuning = Tuning {
-        election_timeout_min: Duration::from_millis(150),
-        election_timeout_max: Duration::from_millis(300),
-        heartbeat_interval: Duration::from_millis(50),
-        history_revisions,
-        ..Tuning::default()
-    };
-    let store = Store::open(Config {
-        data_dir: dir.path().to_owned(),
-        listen_peer: "127.0.0.1:0".parse().unwrap(),
-        advertise_peer: None,
-        join: None,
-        tuning,
-    })
-    .await
-    .unwrap();
-    (dir, Registry::new(store))
-}
+use crate::testing::registry_keeping;
 
 async fn service() -> (TempDir, Registry, NodeService) {
     let (dir, registry) = registry_keeping(Tuning::default().history_revisions).await;

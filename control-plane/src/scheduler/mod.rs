@@ -11,7 +11,8 @@
 //! A pod no node fits gets `PodScheduled=False` (`Unschedulable`, with kube-scheduler's
 //! `0/N nodes are available: …` message) and a `FailedScheduling` event, and waits until
 //! a node is added or changes, a placed pod goes away, or [`UNSCHEDULABLE_RETRY`]
-//! passes.
+//! passes — and, as kube's back-off queue, no sooner than 1–10 s (doubling per failed
+//! attempt) after its last attempt.
 //!
 //! Files: [`cache`] (node and pod accounting), [`filter`] (may a pod run on a node, and
 //! why not), [`score`] (which feasible node is best); this module is the I/O loop.
@@ -90,7 +91,8 @@ enum State {
     Binding,
     /// No node fit; waits for a change or the periodic retry.
     Unschedulable,
-    /// Its binding failed; waits out its back-off.
+    /// Waits out its back-off: its binding failed, or it was unschedulable and a
+    /// change came sooner than its back-off allows a retry.
     BackingOff,
 }
 
@@ -101,6 +103,8 @@ struct Pending {
     state: State,
     /// Failed attempts, for the back-off.
     attempts: u32,
+    /// When it was last tried.
+    last_attempt: Instant,
     /// The last `FailedScheduling` message recorded for it, and when.
     reported: Option<(String, Instant)>,
 }
@@ -268,12 +272,22 @@ impl Scheduler {
             self.flush_requested = false;
             self.last_flush = now;
             self.next_periodic_flush = now + UNSCHEDULABLE_RETRY;
+            // Each goes back after its own back-off from its last attempt (as kube's
+            // backoffQ), so a large backlog is not re-examined on every change.
             for key in self.unschedulable.drain() {
-                if let Some(pending) = self.pending.get_mut(&key)
-                    && pending.state == State::Unschedulable
-                {
+                let Some(pending) = self.pending.get_mut(&key) else {
+                    continue;
+                };
+                if pending.state != State::Unschedulable {
+                    continue;
+                }
+                let due = pending.last_attempt + backoff(pending.attempts);
+                if due <= now {
                     pending.state = State::Active;
                     self.active.push_back(key);
+                } else {
+                    pending.state = State::BackingOff;
+                    self.backoff.push(Reverse((due, key)));
                 }
             }
         }
@@ -338,6 +352,7 @@ impl Scheduler {
                     pod: new.clone(),
                     state: State::Active,
                     attempts: 0,
+                    last_attempt: Instant::now(),
                     reported: None,
                 });
             }
@@ -429,6 +444,7 @@ impl Scheduler {
             self.forget_pending(&key);
             return false;
         }
+        pending.last_attempt = Instant::now();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let info = PodInfo::of(pod);
         let nodes = self.cache.nodes();

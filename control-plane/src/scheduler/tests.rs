@@ -7,31 +7,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use skiff_api::codec::{FieldValidation, decode_object};
 use skiff_api::kind::{EVENT, NODE, POD};
-use tempfile::TempDir;
 
 use super::*;
 use crate::apiserver::ListOptions;
-use crate::store::{Config, Store, Tuning};
 
-async fn registry() -> (TempDir, Registry) {
-    let dir = tempfile::tempdir().unwrap();
-    let tuning = Tuning {
-        election_timeout_min: Duration::from_millis(150),
-        election_timeout_max: Duration::from_millis(300),
-        heartbeat_interval: Duration::from_millis(50),
-        ..Tuning::default()
-    };
-    let store = Store::open(Config {
-        data_dir: dir.path().to_owned(),
-        listen_peer: "127.0.0.1:0".parse().unwrap(),
-        advertise_peer: None,
-        join: None,
-        tuning,
-    })
-    .await
-    .unwrap();
-    (dir, Registry::new(store))
-}
+use crate::testing::registry;
 
 fn object(value: Value) -> Object {
     decode_object(value, FieldValidation::Strict)

@@ -18,7 +18,6 @@ use super::util::{POD_TEMPLATE_HASH, REVISION, REVISION_HISTORY};
 use crate::apiserver::{ListOptions, Part, Registry, Writer, now_timestamp};
 use crate::controllers::informer::{Informer, key_of};
 use crate::controllers::{Informers, deployment, replicaset};
-use crate::store::{Config, Store, Tuning};
 
 /// How long any one wait may take.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -40,23 +39,7 @@ impl Drop for Cluster {
 
 /// A store, the informers, both controllers, and a fake kubelet (off until enabled).
 async fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let tuning = Tuning {
-        election_timeout_min: Duration::from_millis(150),
-        election_timeout_max: Duration::from_millis(300),
-        heartbeat_interval: Duration::from_millis(50),
-        ..Tuning::default()
-    };
-    let store = Store::open(Config {
-        data_dir: dir.path().to_owned(),
-        listen_peer: "127.0.0.1:0".parse().unwrap(),
-        advertise_peer: None,
-        join: None,
-        tuning,
-    })
-    .await
-    .unwrap();
-    let registry = Registry::new(store);
+    let (dir, registry) = crate::testing::registry().await;
     let cancel = CancellationToken::new();
     let informers = Informers::start(&registry, &cancel);
     tokio::time::timeout(DEADLINE, informers.wait_synced())
