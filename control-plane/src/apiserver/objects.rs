@@ -639,9 +639,16 @@ async fn scale(
                 .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+            // As for objects: a resourceVersion in the patch is a precondition, else
+            // the patch applies to whatever is current.
+            let pinned = mentions_resource_version(&patch);
             Box::new(move |current| {
-                skiff_api::patch::patch(kind, current, &patch, patch_type)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))
+                let mut scale = skiff_api::patch::patch(kind, current, &patch, patch_type)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                if !pinned && let Some(metadata) = scale["metadata"].as_object_mut() {
+                    metadata.remove("resourceVersion");
+                }
+                Ok(scale)
             })
         }
         other => return Err(ApiError::method_not_allowed(other.as_str())),
