@@ -7,12 +7,12 @@
 
 use std::process::ExitCode;
 
-/// argv[1] of the container supervisor.
+/// `argv[1]` of the container supervisor.
 pub const SHIM: &str = "__shim";
-/// argv[1] of the exec helper.
+/// `argv[1]` of the exec helper.
 pub const EXEC: &str = "__exec";
 
-/// Runs the helper named by argv[1], if it names one, and returns its exit code.
+/// Runs the helper named by `argv[1]`, if it names one, and returns its exit code.
 pub fn run_helper_if_requested() -> Option<ExitCode> {
     let args: Vec<String> = std::env::args().collect();
     let name = args.get(1)?;
