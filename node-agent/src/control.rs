@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use skiff_proto::node::node_client::NodeClient;
 use skiff_proto::node::{
-    HeartbeatRequest, PodRef, PodStatusReport, RegisterRequest, WatchPodsRequest, pod_event,
+    HeartbeatRequest, PodRef, PodStatusReport, RegisterRequest, WatchPodsRequest, object_event,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -330,10 +330,10 @@ impl ControlPlane {
                 if !event.resource_version.is_empty() {
                     revision.clone_from(&event.resource_version);
                 }
-                let kind = pod_event::Type::try_from(event.r#type).unwrap_or_default();
-                let pod = || serde_json::from_slice::<Pod>(&event.pod_json).ok();
+                let kind = object_event::Type::try_from(event.r#type).unwrap_or_default();
+                let pod = || serde_json::from_slice::<Pod>(&event.object_json).ok();
                 match kind {
-                    pod_event::Type::Added | pod_event::Type::Modified => {
+                    object_event::Type::Added | object_event::Type::Modified => {
                         if let Some(pod) = pod() {
                             if let (Some(listed), Some(uid)) = (&mut listed, &pod.metadata.uid) {
                                 listed.insert(uid.clone());
@@ -341,17 +341,17 @@ impl ControlPlane {
                             manager.upsert(pod);
                         }
                     }
-                    pod_event::Type::Deleted => {
+                    object_event::Type::Deleted => {
                         if let Some(uid) = pod().and_then(|p| p.metadata.uid) {
                             manager.remove(&uid);
                         }
                     }
-                    pod_event::Type::Synced => {
+                    object_event::Type::Synced => {
                         if let Some(listed) = listed.take() {
                             manager.sync(&listed);
                         }
                     }
-                    pod_event::Type::Bookmark | pod_event::Type::Unspecified => {}
+                    object_event::Type::Bookmark | object_event::Type::Unspecified => {}
                 }
             }
             tokio::select! {

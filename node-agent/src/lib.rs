@@ -3,6 +3,7 @@
 //! logs and exec (`server`).
 
 pub mod control;
+pub mod network;
 pub mod pods;
 pub mod runtime;
 pub mod server;

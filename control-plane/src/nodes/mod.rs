@@ -9,14 +9,14 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::NodeCondition;
 use serde_json::Value;
 use skiff_api::Object;
-use skiff_api::kind::{NODE, POD};
+use skiff_api::kind::{ENDPOINTS, NODE, POD, SERVICE};
 use skiff_api::meta::{Time, jiff};
 use skiff_api::types::{Node, NodeStatus, PodStatus};
 use skiff_proto::node::node_server::{self, NodeServer};
-use skiff_proto::node::pod_event::Type as EventType;
+use skiff_proto::node::object_event::Type as EventType;
 use skiff_proto::node::{
-    FinishPodDeletionReply, HeartbeatReply, HeartbeatRequest, PodEvent, PodRef, PodStatusReport,
-    RegisterReply, RegisterRequest, ReportPodStatusReply, WatchPodsRequest,
+    FinishPodDeletionReply, HeartbeatReply, HeartbeatRequest, ObjectEvent, PodRef, PodStatusReport,
+    RegisterReply, RegisterRequest, ReportPodStatusReply, WatchObjectsRequest, WatchPodsRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -202,6 +202,43 @@ fn as_node(object: Option<&Object>, name: &str) -> Result<Node, ApiError> {
 }
 
 impl NodeService {
+    /// A watch of `kind` (all namespaces) as an `ObjectEvent` stream: everything
+    /// current then `SYNCED` when `resource_version` is empty or "0", else the changes
+    /// after it.
+    async fn stream(
+        &self,
+        kind: &'static skiff_api::kind::ResourceKind,
+        options: ListOptions,
+        resource_version: &str,
+    ) -> Result<Response<ReceiverStream<Result<ObjectEvent, Status>>>, Status> {
+        let resource_version = match resource_version {
+            "" | "0" => None,
+            rv => Some(rv.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!("invalid resource version {rv:?}"))
+            })?),
+        };
+        let params = WatchParams {
+            resource_version,
+            timeout: WATCH_TIMEOUT,
+            bookmarks: true,
+            send_initial_events: resource_version.is_none(),
+            table: None,
+        };
+        let watch = Watch::start(
+            &self.registry,
+            kind,
+            None,
+            options,
+            params,
+            self.cancel.clone(),
+        )
+        .await
+        .map_err(|e| status_of(&e))?;
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(forward(watch, sender, self.cancel.clone()));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
     /// Replaces the node's status with `status` (conditions reconciled).
     async fn write_node_status(&self, name: &str, status: &NodeStatus) -> Result<Object, Status> {
         let writer = Writer {
@@ -277,6 +314,7 @@ impl node_server::Node for NodeService {
         Ok(Response::new(RegisterReply {
             node_json: encode(&stored),
             heartbeat_interval_seconds: self.heartbeat_interval_seconds,
+            ..Default::default()
         }))
     }
 
@@ -314,7 +352,7 @@ impl node_server::Node for NodeService {
         Ok(Response::new(HeartbeatReply {}))
     }
 
-    type WatchPodsStream = ReceiverStream<Result<PodEvent, Status>>;
+    type WatchPodsStream = ReceiverStream<Result<ObjectEvent, Status>>;
 
     async fn watch_pods(
         &self,
@@ -324,36 +362,32 @@ impl node_server::Node for NodeService {
         if request.node_name.is_empty() {
             return Err(Status::invalid_argument("node_name is required"));
         }
-        let resource_version = match request.resource_version.as_str() {
-            "" | "0" => None,
-            rv => Some(rv.parse::<u64>().map_err(|_| {
-                Status::invalid_argument(format!("invalid resource version {rv:?}"))
-            })?),
-        };
         let options = ListOptions {
             fields: vec![("spec.nodeName".to_owned(), request.node_name.clone(), true)],
             ..Default::default()
         };
-        let params = WatchParams {
-            resource_version,
-            timeout: WATCH_TIMEOUT,
-            bookmarks: true,
-            send_initial_events: resource_version.is_none(),
-            table: None,
+        self.stream(&POD, options, &request.resource_version).await
+    }
+
+    type WatchObjectsStream = ReceiverStream<Result<ObjectEvent, Status>>;
+
+    async fn watch_objects(
+        &self,
+        request: Request<WatchObjectsRequest>,
+    ) -> Result<Response<Self::WatchObjectsStream>, Status> {
+        let request = request.into_inner();
+        let kind = match request.resource.as_str() {
+            "services" => &SERVICE,
+            "endpoints" => &ENDPOINTS,
+            "nodes" => &NODE,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "resource {other:?} cannot be watched by agents (services, endpoints, nodes)"
+                )));
+            }
         };
-        let watch = Watch::start(
-            &self.registry,
-            &POD,
-            None,
-            options,
-            params,
-            self.cancel.clone(),
-        )
-        .await
-        .map_err(|e| status_of(&e))?;
-        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(forward(watch, sender, self.cancel.clone()));
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        self.stream(kind, ListOptions::default(), &request.resource_version)
+            .await
     }
 
     async fn report_pod_status(
@@ -449,7 +483,7 @@ impl node_server::Node for NodeService {
 /// hangs up or the server shuts down.
 async fn forward(
     mut watch: Watch,
-    sender: mpsc::Sender<Result<PodEvent, Status>>,
+    sender: mpsc::Sender<Result<ObjectEvent, Status>>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -460,7 +494,7 @@ async fn forward(
         };
         let Some(chunk) = chunk else { return };
         for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let event = match pod_event(line) {
+            let event = match object_event(line) {
                 Ok(Some(event)) => Ok(event),
                 Ok(None) => continue,
                 Err(status) => Err(status),
@@ -473,9 +507,9 @@ async fn forward(
     }
 }
 
-/// One watch line as a `PodEvent`; `Err` for an error event (which ends the stream),
+/// One watch line as an `ObjectEvent`; `Err` for an error event (which ends the stream),
 /// `None` for a line that carries nothing for the agent.
-fn pod_event(line: &[u8]) -> Result<Option<PodEvent>, Status> {
+fn object_event(line: &[u8]) -> Result<Option<ObjectEvent>, Status> {
     let event: Value = serde_json::from_slice(line)
         .map_err(|e| Status::internal(format!("a watch event is not JSON: {e}")))?;
     let object = &event["object"];
@@ -494,9 +528,9 @@ fn pod_event(line: &[u8]) -> Result<Option<PodEvent>, Status> {
             } else {
                 EventType::Bookmark
             };
-            return Ok(Some(PodEvent {
+            return Ok(Some(ObjectEvent {
                 r#type: event_type.into(),
-                pod_json: Vec::new(),
+                object_json: Vec::new(),
                 resource_version,
             }));
         }
@@ -515,11 +549,11 @@ fn pod_event(line: &[u8]) -> Result<Option<PodEvent>, Status> {
             return Ok(None);
         }
     };
-    let pod_json = serde_json::to_vec(object)
+    let object_json = serde_json::to_vec(object)
         .map_err(|e| Status::internal(format!("a pod does not encode: {e}")))?;
-    Ok(Some(PodEvent {
+    Ok(Some(ObjectEvent {
         r#type: event_type.into(),
-        pod_json,
+        object_json,
         resource_version,
     }))
 }

@@ -103,7 +103,7 @@ async fn relabel(registry: &Registry, name: &str, value: &str) {
 /// The next `count` events of a pod stream as `(type, pod name, resourceVersion)`.
 async fn next_events<S>(stream: &mut S, count: usize) -> Vec<(EventType, String, String)>
 where
-    S: tokio_stream::Stream<Item = Result<PodEvent, Status>> + Unpin,
+    S: tokio_stream::Stream<Item = Result<ObjectEvent, Status>> + Unpin,
 {
     let mut events = Vec::new();
     while events.len() < count {
@@ -116,10 +116,10 @@ where
         if event_type == EventType::Bookmark {
             continue;
         }
-        let name = if event.pod_json.is_empty() {
+        let name = if event.object_json.is_empty() {
             String::new()
         } else {
-            let pod: Value = serde_json::from_slice(&event.pod_json).unwrap();
+            let pod: Value = serde_json::from_slice(&event.object_json).unwrap();
             assert_eq!(
                 pod["metadata"]["resourceVersion"], event.resource_version,
                 "events carry the pod's version"
@@ -654,27 +654,27 @@ fn api_errors_map_to_grpc_codes() {
 }
 
 #[test]
-fn watch_lines_become_pod_events() {
-    let added = pod_event(br#"{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"a","resourceVersion":"7"}}}"#)
+fn watch_lines_become_object_events() {
+    let added = object_event(br#"{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"a","resourceVersion":"7"}}}"#)
         .unwrap()
         .unwrap();
     assert_eq!(added.r#type, i32::from(EventType::Added));
     assert_eq!(added.resource_version, "7");
-    let pod: Value = serde_json::from_slice(&added.pod_json).unwrap();
+    let pod: Value = serde_json::from_slice(&added.object_json).unwrap();
     assert_eq!(pod["metadata"]["name"], "a");
-    let synced = pod_event(br#"{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"9","annotations":{"k8s.io/initial-events-end":"true"}}}}"#)
+    let synced = object_event(br#"{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"9","annotations":{"k8s.io/initial-events-end":"true"}}}}"#)
         .unwrap()
         .unwrap();
     assert_eq!(synced.r#type, i32::from(EventType::Synced));
     assert_eq!(synced.resource_version, "9");
-    assert!(synced.pod_json.is_empty());
-    let bookmark = pod_event(
+    assert!(synced.object_json.is_empty());
+    let bookmark = object_event(
         br#"{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"12"}}}"#,
     )
     .unwrap()
     .unwrap();
     assert_eq!(bookmark.r#type, i32::from(EventType::Bookmark));
-    let expired = pod_event(
+    let expired = object_event(
         br#"{"type":"ERROR","object":{"kind":"Status","code":410,"message":"too old resource version"}}"#,
     )
     .unwrap_err();

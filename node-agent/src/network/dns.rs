@@ -1,0 +1,1 @@
+//! The node-local cluster DNS server.

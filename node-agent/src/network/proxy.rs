@@ -1,0 +1,1 @@
+//! The service proxy: Services + Endpoints → one nftables table.
