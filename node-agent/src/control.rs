@@ -15,7 +15,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use skiff_proto::node::node_client::NodeClient;
 use skiff_proto::node::{
-    HeartbeatRequest, PodRef, PodStatusReport, RegisterRequest, WatchPodsRequest, object_event,
+    HeartbeatRequest, ObjectEvent, PodRef, PodStatusReport, RegisterRequest, WatchObjectsRequest,
+    WatchPodsRequest, object_event,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -188,6 +189,21 @@ pub fn local_ip_towards(server: &str) -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
+/// What `Register` answered.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// The Node as stored (with `spec.podCIDR`).
+    pub node: Node,
+    /// How often to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// The cluster's pod network.
+    pub cluster_cidr: String,
+    /// The ClusterIP range.
+    pub service_cidr: String,
+    /// The cluster's DNS domain.
+    pub cluster_domain: String,
+}
+
 /// The control plane, as the agent talks to it.
 #[derive(Clone)]
 pub struct ControlPlane {
@@ -209,8 +225,9 @@ impl ControlPlane {
         })
     }
 
-    /// Registers (creates or updates) the Node; returns the heartbeat interval.
-    pub async fn register(&self, node: &Node) -> Result<Duration, tonic::Status> {
+    /// Registers (creates or updates) the Node; returns what the control plane
+    /// answered: the stored Node, the heartbeat interval and the cluster's network.
+    pub async fn register(&self, node: &Node) -> Result<Registration, tonic::Status> {
         let node_json =
             serde_json::to_vec(node).map_err(|e| tonic::Status::internal(e.to_string()))?;
         let reply = self
@@ -219,9 +236,18 @@ impl ControlPlane {
             .register(RegisterRequest { node_json })
             .await?
             .into_inner();
-        Ok(Duration::from_secs(u64::from(
-            reply.heartbeat_interval_seconds.max(1),
-        )))
+        let stored: Node = serde_json::from_slice(&reply.node_json).map_err(|e| {
+            tonic::Status::internal(format!("the stored Node does not decode: {e}"))
+        })?;
+        Ok(Registration {
+            node: stored,
+            heartbeat_interval: Duration::from_secs(u64::from(
+                reply.heartbeat_interval_seconds.max(1),
+            )),
+            cluster_cidr: reply.cluster_cidr,
+            service_cidr: reply.service_cidr,
+            cluster_domain: reply.cluster_domain,
+        })
     }
 
     /// Registers until it succeeds (the control plane may still be starting) or
@@ -230,11 +256,11 @@ impl ControlPlane {
         &self,
         node: &Node,
         shutdown: &CancellationToken,
-    ) -> Option<Duration> {
+    ) -> Option<Registration> {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.register(node).await {
-                Ok(interval) => return Some(interval),
+                Ok(registration) => return Some(registration),
                 Err(status) => {
                     tracing::warn!(error = %status.message(), "registration failed; retrying");
                 }
@@ -268,7 +294,11 @@ impl ControlPlane {
             match self.client.clone().heartbeat(request).await {
                 Ok(_) => {}
                 Err(status) if status.code() == tonic::Code::NotFound => {
-                    if let Ok(new_interval) = self.register(&node).await {
+                    if let Ok(Registration {
+                        heartbeat_interval: new_interval,
+                        ..
+                    }) = self.register(&node).await
+                    {
                         interval = new_interval;
                     }
                 }
@@ -282,22 +312,89 @@ impl ControlPlane {
     /// a broken stream from the last revision seen, or from scratch when that is too
     /// old.
     pub async fn watch_pods(&self, manager: &mut PodManager, shutdown: CancellationToken) {
+        let node_name = self.node_name.clone();
+        let mut listed: Option<HashSet<String>> = None;
+        let open = |revision: String| {
+            let mut client = self.client.clone();
+            let request = WatchPodsRequest {
+                node_name: node_name.clone(),
+                resource_version: revision,
+            };
+            async move { client.watch_pods(request).await }
+        };
+        self.watch("pods", open, &shutdown, |change| match change {
+            WatchChange::Listing => listed = Some(HashSet::new()),
+            WatchChange::Applied(json) => {
+                if let Ok(pod) = serde_json::from_slice::<Pod>(&json) {
+                    if let (Some(listed), Some(uid)) = (&mut listed, &pod.metadata.uid) {
+                        listed.insert(uid.clone());
+                    }
+                    manager.upsert(pod);
+                }
+            }
+            WatchChange::Deleted(json) => {
+                if let Some(uid) = serde_json::from_slice::<Pod>(&json)
+                    .ok()
+                    .and_then(|p| p.metadata.uid)
+                {
+                    manager.remove(&uid);
+                }
+            }
+            WatchChange::Synced => {
+                if let Some(listed) = listed.take() {
+                    manager.sync(&listed);
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Feeds every object of `resource` (`services`, `endpoints`, `nodes`) into
+    /// `on_change` until `shutdown`, with the same list/resume rules as
+    /// [`ControlPlane::watch_pods`].
+    pub async fn watch_objects(
+        &self,
+        resource: &str,
+        shutdown: CancellationToken,
+        on_change: impl FnMut(WatchChange),
+    ) {
+        let open = |revision: String| {
+            let mut client = self.client.clone();
+            let request = WatchObjectsRequest {
+                resource: resource.to_owned(),
+                resource_version: revision,
+            };
+            async move { client.watch_objects(request).await }
+        };
+        self.watch(resource, open, &shutdown, on_change).await;
+    }
+
+    /// The watch loop behind both: opens a stream from the last revision seen (none:
+    /// a full list, announced by `Listing`), feeds its events, and reopens after a
+    /// break, with back-off; `OUT_OF_RANGE` restarts from scratch.
+    async fn watch<Open, Opened>(
+        &self,
+        what: &str,
+        open: Open,
+        shutdown: &CancellationToken,
+        mut on_change: impl FnMut(WatchChange),
+    ) where
+        Open: Fn(String) -> Opened,
+        Opened: Future<
+            Output = Result<tonic::Response<tonic::codec::Streaming<ObjectEvent>>, tonic::Status>,
+        >,
+    {
         let mut revision = String::new();
         let mut delay = Duration::from_millis(100);
         loop {
-            let request = WatchPodsRequest {
-                node_name: self.node_name.clone(),
-                resource_version: revision.clone(),
-            };
-            let mut client = self.client.clone();
             let stream = tokio::select! {
                 () = shutdown.cancelled() => return,
-                stream = client.watch_pods(request) => stream,
+                stream = open(revision.clone()) => stream,
             };
             let mut stream = match stream {
                 Ok(stream) => stream.into_inner(),
                 Err(status) => {
-                    tracing::warn!(error = %status.message(), "watching pods failed; retrying");
+                    tracing::warn!(error = %status.message(), what, "watching failed; retrying");
                     if status.code() == tonic::Code::OutOfRange {
                         revision.clear();
                     }
@@ -309,7 +406,9 @@ impl ControlPlane {
                     continue;
                 }
             };
-            let mut listed: Option<HashSet<String>> = revision.is_empty().then(HashSet::new);
+            if revision.is_empty() {
+                on_change(WatchChange::Listing);
+            }
             loop {
                 let message = tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -322,7 +421,7 @@ impl ControlPlane {
                         if status.code() == tonic::Code::OutOfRange {
                             revision.clear();
                         }
-                        tracing::warn!(error = %status.message(), "the pod watch broke; resuming");
+                        tracing::warn!(error = %status.message(), what, "the watch broke; resuming");
                         break;
                     }
                 };
@@ -330,27 +429,14 @@ impl ControlPlane {
                 if !event.resource_version.is_empty() {
                     revision.clone_from(&event.resource_version);
                 }
-                let kind = object_event::Type::try_from(event.r#type).unwrap_or_default();
-                let pod = || serde_json::from_slice::<Pod>(&event.object_json).ok();
-                match kind {
+                match object_event::Type::try_from(event.r#type).unwrap_or_default() {
                     object_event::Type::Added | object_event::Type::Modified => {
-                        if let Some(pod) = pod() {
-                            if let (Some(listed), Some(uid)) = (&mut listed, &pod.metadata.uid) {
-                                listed.insert(uid.clone());
-                            }
-                            manager.upsert(pod);
-                        }
+                        on_change(WatchChange::Applied(event.object_json));
                     }
                     object_event::Type::Deleted => {
-                        if let Some(uid) = pod().and_then(|p| p.metadata.uid) {
-                            manager.remove(&uid);
-                        }
+                        on_change(WatchChange::Deleted(event.object_json))
                     }
-                    object_event::Type::Synced => {
-                        if let Some(listed) = listed.take() {
-                            manager.sync(&listed);
-                        }
-                    }
+                    object_event::Type::Synced => on_change(WatchChange::Synced),
                     object_event::Type::Bookmark | object_event::Type::Unspecified => {}
                 }
             }
@@ -360,6 +446,19 @@ impl ControlPlane {
             }
         }
     }
+}
+
+/// One step of a watched kind, as [`ControlPlane::watch_objects`] reports it.
+#[derive(Debug)]
+pub enum WatchChange {
+    /// A full list starts: whatever it does not name before `Synced` is gone.
+    Listing,
+    /// An object (JSON) was added or changed.
+    Applied(Vec<u8>),
+    /// An object (JSON, its last state) was deleted.
+    Deleted(Vec<u8>),
+    /// The full list is complete.
+    Synced,
 }
 
 impl StatusSink for ControlPlane {

@@ -42,6 +42,8 @@ pub struct Config {
     pub helper_binary: Option<PathBuf>,
     /// The restart back-off (kubelet's 10 s doubling to 5 min by default).
     pub backoff: Backoff,
+    /// The pod bridge's name (also the service proxy's nftables table).
+    pub bridge: String,
 }
 
 impl Config {
@@ -60,6 +62,7 @@ impl Config {
             allowed_host_paths: Vec::new(),
             helper_binary: None,
             backoff: Backoff::default(),
+            bridge: network::BRIDGE.to_owned(),
         }
     }
 }
@@ -165,9 +168,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         labels: config.node_labels.clone(),
     };
     let node = control::node_object(&identity, &runtime.data_dir);
-    let Some(interval) = control.register_until_done(&node, &shutdown).await else {
+    let Some(registration) = control.register_until_done(&node, &shutdown).await else {
         return Ok(());
     };
+    let interval = registration.heartbeat_interval;
     println!(
         "skiff-node-agent: node {name} registered with {} (agent service on {ip}:{port})",
         config.server
@@ -179,6 +183,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         async move { control.heartbeats(node, interval, shutdown).await }
     });
 
+    let settings = network_settings(&registration, ip, &config.bridge)?;
+    let network = std::sync::Arc::new(
+        network::NodeNetwork::start(settings, &runtime.data_dir)
+            .await
+            .map_err(|e| open("the pod network")(&e))?,
+    );
+    let networking = tokio::spawn(network::sync::run(
+        network.clone(),
+        control.clone(),
+        shutdown.clone(),
+    ));
+
     let context = std::sync::Arc::new(pods::NodeContext {
         runtime: runtime.clone(),
         images,
@@ -186,12 +202,54 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         node_ip: Some(ip),
         allowed_host_paths: config.allowed_host_paths.clone(),
         sink: std::sync::Arc::new(control.clone()),
+        network,
     });
     let mut manager = pods::PodManager::new(context)
         .await
         .map_err(|e| open("the containers on disk")(&e))?;
     control.watch_pods(&mut manager, shutdown.clone()).await;
     let _ = heartbeats.await;
+    let _ = networking.await;
     let _ = server.await;
     Ok(())
+}
+
+/// The node's network settings from the control plane's registration answer.
+fn network_settings(
+    registration: &control::Registration,
+    node_ip: IpAddr,
+    bridge: &str,
+) -> Result<network::NetworkSettings, Error> {
+    let cidr = |what: &str, text: &str| {
+        text.parse::<ipnet::Ipv4Net>().map_err(|_| {
+            Error::Config(format!(
+                "the control plane gave an invalid {what} {text:?} (an IPv4 CIDR is required)"
+            ))
+        })
+    };
+    let pod_cidr = registration
+        .node
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.pod_cidr.clone())
+        .ok_or_else(|| {
+            Error::Config("the control plane assigned this node no podCIDR".to_owned())
+        })?;
+    let IpAddr::V4(node_ip) = node_ip else {
+        return Err(Error::Config(format!(
+            "the node IP {node_ip} is not IPv4 (pod networking is IPv4 only)"
+        )));
+    };
+    Ok(network::NetworkSettings {
+        pod_cidr: cidr("podCIDR", &pod_cidr)?,
+        cluster_cidr: cidr("cluster CIDR", &registration.cluster_cidr)?,
+        service_cidr: cidr("service CIDR", &registration.service_cidr)?,
+        cluster_domain: if registration.cluster_domain.is_empty() {
+            "cluster.local".to_owned()
+        } else {
+            registration.cluster_domain.clone()
+        },
+        node_ip,
+        bridge: bridge.to_owned(),
+    })
 }

@@ -36,13 +36,17 @@ struct Flags {
     /// A host directory hostPath volumes may use; repeatable (default: none).
     #[arg(long = "allow-host-path")]
     allowed_host_paths: Vec<PathBuf>,
+    /// The pod bridge's name (also the name of the service proxy's nftables table).
+    #[arg(long, global = true, default_value = skiff_node_agent::network::BRIDGE)]
+    bridge: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Stops and removes every container and pod sandbox under --data-dir (images stay).
+    /// Stops and removes every container and pod sandbox under --data-dir (images
+    /// stay), then the pod network: the bridge, routes and nftables table.
     Reset,
 }
 
@@ -86,6 +90,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         let config =
             skiff_node_agent::runtime::container::RuntimeConfig::new(flags.data_dir, None)?;
         skiff_node_agent::runtime::reset(&config).await?;
+        skiff_node_agent::network::reset(&config.data_dir, &flags.bridge).await?;
         return Ok(());
     }
     let Some(server) = flags.server else {
@@ -98,6 +103,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     config.listen = flags.listen;
     config.insecure_registries = flags.insecure_registries;
     config.allowed_host_paths = flags.allowed_host_paths;
+    config.bridge = flags.bridge;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -114,6 +114,7 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     // The containers outlive the agent by design; `skiff up` owns them, so they go too.
     let runtime = skiff_node_agent::runtime::container::RuntimeConfig::new(agent_dir, None)?;
     skiff_node_agent::runtime::reset(&runtime).await?;
+    skiff_node_agent::network::reset(&runtime.data_dir, skiff_node_agent::network::BRIDGE).await?;
     println!(
         "skiff up: stopped; the cluster's state stays in {}",
         data_dir.display()

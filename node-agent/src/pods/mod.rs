@@ -19,6 +19,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tokio::sync::watch;
 
+use crate::network::NodeNetwork;
 use crate::runtime::container::{Container, RuntimeConfig};
 use crate::runtime::image::ImageStore;
 use crate::runtime::sandbox::Sandbox;
@@ -66,6 +67,8 @@ pub struct NodeContext {
     pub allowed_host_paths: Vec<PathBuf>,
     /// Where statuses go.
     pub sink: Arc<dyn StatusSink>,
+    /// The pod network: addresses, veth pairs, hostPorts, resolv.conf.
+    pub network: Arc<NodeNetwork>,
 }
 
 impl NodeContext {
@@ -210,6 +213,11 @@ pub async fn remove_pod(
         }
     }
     let pod_dir = context.pod_dir(uid);
+    context
+        .network
+        .detach(uid)
+        .await
+        .map_err(|e| RuntimeError::Sandbox(format!("detaching the pod's network: {e}")))?;
     if let Ok(sandbox) = Sandbox::open(&pod_dir) {
         sandbox.remove().await?;
     }

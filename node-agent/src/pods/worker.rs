@@ -8,6 +8,8 @@
 //! back-off deadline.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,11 +23,35 @@ use super::probe::{
 use super::status::{self, ContainerView, PodView, State, Terminated};
 use super::volumes::Volumes;
 use super::{NodeContext, container_labels, remove_pod, restart_count_of};
+use crate::network::NetworkError;
+use crate::network::proxy::HostPort;
 use crate::runtime::cgroups;
 use crate::runtime::container::{Container, ContainerState, Exited, timestamp};
 use crate::runtime::image::PullPolicy;
 use crate::runtime::sandbox::Sandbox;
-use crate::runtime::spec::{self, SpecInput};
+use crate::runtime::spec::{self, SpecInput, VolumeMount};
+
+/// The pod-dir files mounted over the containers' `/etc/resolv.conf` and `/etc/hosts`.
+const RESOLV_CONF: &str = "resolv.conf";
+const HOSTS: &str = "hosts";
+
+/// The hostPort mappings of `pod` (its containers' ports with a `hostPort`) to `ip`.
+fn host_ports(pod: &Pod, ip: Ipv4Addr) -> Vec<HostPort> {
+    let containers = pod.spec.iter().flat_map(|s| &s.containers);
+    containers
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|port| {
+            let host_port = u16::try_from(port.host_port?).ok().filter(|p| *p != 0)?;
+            Some(HostPort {
+                protocol: port.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+                host_ip: port.host_ip.as_deref().and_then(|h| h.parse().ok()),
+                host_port,
+                pod_ip: ip,
+                container_port: u16::try_from(port.container_port).ok()?,
+            })
+        })
+        .collect()
+}
 
 /// How often a worker looks again even when nothing woke it.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -90,6 +116,8 @@ pub struct Worker {
     pod: Pod,
     uid: String,
     sandbox: Option<Sandbox>,
+    /// The pod's address (none for hostNetwork pods, which use the node's).
+    pod_ip: Option<Ipv4Addr>,
     volumes: Option<Volumes>,
     /// Why the pod cannot run at all right now (sandbox or volume failure).
     setup_error: Option<(String, String)>,
@@ -119,6 +147,7 @@ impl Worker {
             pod,
             uid,
             sandbox: None,
+            pod_ip: None,
             volumes: None,
             setup_error: None,
             slots: BTreeMap::new(),
@@ -259,6 +288,14 @@ impl Worker {
                 }
             }
         }
+        if let Err(error) = self.set_up_network(&pod_dir).await {
+            tracing::warn!(%error, "failed to set up the pod's network");
+            self.setup_error = Some((
+                "ContainerCreating".to_owned(),
+                format!("failed to set up pod network: {error}"),
+            ));
+            return Some(Instant::now() + Duration::from_secs(5));
+        }
         if self.volumes.is_none() {
             match Volumes::prepare(&pod_dir, &self.pod, &self.context.allowed_host_paths) {
                 Ok(volumes) => self.volumes = Some(volumes),
@@ -284,6 +321,47 @@ impl Worker {
     }
 
     /// The pod's hostname: `spec.hostname` or its name (at most 63 characters).
+    /// Gives the pod its address (once; an adopted pod keeps the one it has), its
+    /// hostPorts, and the `/etc/resolv.conf` and `/etc/hosts` its containers mount.
+    async fn set_up_network(&mut self, pod_dir: &Path) -> Result<(), NetworkError> {
+        let network = &self.context.network;
+        if self.host_network() || self.pod_ip.is_some() {
+            return Ok(());
+        }
+        let netns = self
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.namespace_path("network"))
+            .ok_or_else(|| {
+                NetworkError::Config("the sandbox has no network namespace".to_owned())
+            })?;
+        let ip = match network.pod_ip(&self.uid) {
+            Some(ip) if network.is_attached(&self.uid) => ip,
+            _ => network.attach(&self.uid, &netns).await?,
+        };
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let hostname = self.hostname();
+        let files = [
+            (RESOLV_CONF, network.resolv_conf(&namespace)),
+            (
+                HOSTS,
+                format!(
+                    "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"
+                ),
+            ),
+        ];
+        for (name, text) in files {
+            let path = pod_dir.join(name);
+            let temp = path.with_extension("tmp");
+            std::fs::write(&temp, text)
+                .and_then(|()| std::fs::rename(&temp, &path))
+                .map_err(|e| NetworkError::io(format!("writing the pod's {name}"), e))?;
+        }
+        network.set_host_ports(&self.uid, host_ports(&self.pod, ip));
+        self.pod_ip = Some(ip);
+        Ok(())
+    }
+
     fn hostname(&self) -> String {
         let spec_name = self.pod.spec.as_ref().and_then(|s| s.hostname.clone());
         let name = spec_name.unwrap_or_else(|| self.pod.metadata.name.clone().unwrap_or_default());
@@ -458,7 +536,20 @@ impl Worker {
             return;
         };
         let mounts = match volumes.mounts(spec) {
-            Ok(mounts) => mounts,
+            Ok(mut mounts) => {
+                if self.pod_ip.is_some() {
+                    let pod_dir = self.context.pod_dir(&self.uid);
+                    for (name, target) in [(RESOLV_CONF, "/etc/resolv.conf"), (HOSTS, "/etc/hosts")]
+                    {
+                        mounts.push(VolumeMount {
+                            host_path: pod_dir.join(name),
+                            container_path: target.into(),
+                            read_only: false,
+                        });
+                    }
+                }
+                mounts
+            }
             Err(error) => {
                 slot.waiting = Some(("CreateContainerConfigError".to_owned(), error.to_string()));
                 return;
@@ -534,7 +625,7 @@ impl Worker {
         };
         let target = ProbeTarget {
             netns,
-            pod_ip: None,
+            pod_ip: self.pod_ip.map(IpAddr::from),
             exec: Arc::new(ContainerExec(current)),
         };
         let startup = spec.startup_probe.clone().map(|probe| {
@@ -605,7 +696,11 @@ impl Worker {
                 .map(|c| view_of(c, waiting_reason))
                 .collect(),
             restart_policy: self.restart_policy(),
-            pod_ip: self.host_network().then(|| host_ip.clone()).flatten(),
+            pod_ip: if self.host_network() {
+                host_ip.clone()
+            } else {
+                self.pod_ip.map(|ip| ip.to_string())
+            },
             host_ip,
             start_time: Some(timestamp(self.start_time)),
         }
