@@ -17,6 +17,7 @@ pub mod pod_start_bench;
 pub mod process;
 pub mod registry;
 pub mod schedule_bench;
+pub mod service_bench;
 pub mod stats;
 pub mod store_bench;
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use skiff_e2e::{api_bench, pod_start_bench, schedule_bench, store_bench};
+use skiff_e2e::{api_bench, pod_start_bench, schedule_bench, service_bench, store_bench};
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff-bench", version)]
@@ -60,6 +60,19 @@ enum Bench {
         /// Pods running at once for the loaded memory figure.
         #[arg(long, default_value_t = 100)]
         pods: usize,
+    },
+    /// The service proxy: nftables programming time for many services, and request
+    /// throughput through a ClusterIP vs straight to the pod. Needs root.
+    Service {
+        /// Services in the big ruleset.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Ready endpoints per service.
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+        /// Requests per throughput round.
+        #[arg(long, default_value_t = 4000)]
+        requests: usize,
     },
     /// The scheduler: pods placed per second on hollow nodes, create→bound latency.
     Schedule {
@@ -140,6 +153,27 @@ async fn main() -> anyhow::Result<()> {
                 )?;
             }
             println!("{}", pod_start_bench::result_line(&report));
+        }
+        Bench::Service {
+            services,
+            endpoints,
+            requests,
+        } => {
+            let options = service_bench::Options {
+                services,
+                endpoints,
+                requests,
+                ..Default::default()
+            };
+            let report = service_bench::bench(&options).await?;
+            print!("{}", service_bench::table(&report));
+            if let Some(path) = &flags.json {
+                std::fs::write(
+                    path,
+                    serde_json::to_vec_pretty(&service_bench::to_json(&report))?,
+                )?;
+            }
+            println!("{}", service_bench::result_line(&report));
         }
         Bench::Schedule {
             nodes,

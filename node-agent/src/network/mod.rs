@@ -288,7 +288,9 @@ pub async fn reset(data_dir: &Path, bridge: &str) -> Result<(), NetworkError> {
         link::delete_route(&handle, &route).await?;
     }
     link::delete_link(&handle, bridge).await?;
-    proxy::ServiceProxy::remove(bridge).await?;
+    let mut proxy = proxy::ProxyConfig::new(Vec::new(), Ipv4Net::default(), Ipv4Net::default());
+    proxy.table = bridge.to_owned();
+    proxy::ServiceProxy::remove(&proxy).await?;
     match std::fs::remove_dir_all(data_dir.join("network")) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
             Err(NetworkError::io("removing the network records", error))

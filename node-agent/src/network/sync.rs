@@ -140,13 +140,14 @@ pub async fn run(network: Arc<NodeNetwork>, control: ControlPlane, shutdown: Can
         }
         Err(error) => tracing::error!(%error, "cannot serve the cluster DNS"),
     }
-    let mut proxy = ServiceProxy::new(ProxyConfig {
-        table: settings.bridge.clone(),
-        node_ips: vec![settings.node_ip],
-        cluster_cidr: settings.cluster_cidr,
-        pod_cidr: settings.pod_cidr,
-        bridge: settings.bridge.clone(),
-    });
+    let mut config = ProxyConfig::new(
+        vec![settings.node_ip],
+        settings.cluster_cidr,
+        settings.pod_cidr,
+    );
+    config.table.clone_from(&settings.bridge);
+    config.bridge.clone_from(&settings.bridge);
+    let mut proxy = ServiceProxy::new(config);
     let mut host_ports = network.subscribe();
     let mut services_dirty = true;
     let mut nodes_dirty = true;

@@ -24,7 +24,7 @@ use super::status::{self, ContainerView, PodView, State, Terminated};
 use super::volumes::Volumes;
 use super::{NodeContext, container_labels, remove_pod, restart_count_of};
 use crate::network::NetworkError;
-use crate::network::proxy::HostPort;
+use crate::network::proxy::{HostPort, Protocol};
 use crate::runtime::cgroups;
 use crate::runtime::container::{Container, ContainerState, Exited, timestamp};
 use crate::runtime::image::PullPolicy;
@@ -43,7 +43,7 @@ fn host_ports(pod: &Pod, ip: Ipv4Addr) -> Vec<HostPort> {
         .filter_map(|port| {
             let host_port = u16::try_from(port.host_port?).ok().filter(|p| *p != 0)?;
             Some(HostPort {
-                protocol: port.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+                protocol: Protocol::from_kubernetes(port.protocol.as_deref())?,
                 host_ip: port.host_ip.as_deref().and_then(|h| h.parse().ok()),
                 host_port,
                 pod_ip: ip,

@@ -2,7 +2,9 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
+mod dns;
 mod image;
 mod network;
 mod probe;
+mod proxy;
 mod runtime;
