@@ -5,12 +5,14 @@
 //! - [`controllers`]: informers, work queues and the reconcile loops (on the leader).
 //! - [`scheduler`]: places pending pods on nodes (on the leader).
 //! - [`nodes`]: the gRPC `Node` service node agents call (served beside the API).
+//! - [`network`]: [`NetworkSettings`], the cluster's pod, service and node port ranges.
 //! - [`admin`]: operator commands against a running member (`member list|remove`).
 //! - [`Config`] and [`run`]: what `skiff-control-plane` starts.
 
 pub mod admin;
 pub mod apiserver;
 pub mod controllers;
+pub mod network;
 pub mod nodes;
 pub mod scheduler;
 pub mod store;
@@ -22,10 +24,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use skiff_api::Object;
-use skiff_api::types::Namespace;
+use skiff_api::types::{Namespace, Service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub use network::NetworkSettings;
 
 /// What the `skiff-control-plane` process runs.
 #[derive(Clone, Debug)]
@@ -36,6 +40,9 @@ pub struct Config {
     pub listen_api: SocketAddr,
     /// The controllers' knobs.
     pub controllers: controllers::Settings,
+    /// The pod, service and node port ranges and the cluster domain (shared by the
+    /// API's allocators and what agents are told at registration).
+    pub network: NetworkSettings,
 }
 
 /// Namespaces every cluster has, created at start as Kubernetes does.
@@ -43,6 +50,10 @@ const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "k
 
 /// Runs the control plane until `shutdown` fires.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config
+        .network
+        .validate()
+        .context("invalid network settings")?;
     let store = store::Store::open(config.store).await?;
     println!(
         "skiff-control-plane: member {} serving peers on {}",
@@ -53,11 +64,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("failed to listen for the API on {}", config.listen_api))?;
     let api_address = listener.local_addr()?;
-    let registry = apiserver::Registry::new(store.clone());
-    // The namespaces need a leader, which a restarting member may wait for: create
-    // them in the background and serve meanwhile.
+    let registry = apiserver::Registry::new(store.clone()).with_network(config.network.clone());
+    // The namespaces and the `kubernetes` Service need a leader, which a restarting
+    // member may wait for: create them in the background and serve meanwhile.
     let tasks = TaskTracker::new();
-    tasks.spawn(ensure_system_namespaces(registry.clone(), shutdown.clone()));
+    tasks.spawn({
+        let registry = registry.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            ensure_system_namespaces(registry.clone(), shutdown.clone()).await;
+            ensure_kubernetes_service(registry, shutdown, api_address.port()).await;
+        }
+    });
     let settings = config.controllers.clone();
     tasks.spawn(controllers::run_while_leader(
         registry.clone(),
@@ -87,25 +105,79 @@ async fn ensure_system_namespaces(registry: apiserver::Registry, shutdown: Cance
             },
             ..Default::default()
         };
-        loop {
-            let created = tokio::select! {
-                () = shutdown.cancelled() => return,
-                created = registry.create(Object::from(namespace.clone()), None, apiserver::Writer::main("skiff-control-plane")) => created,
-            };
-            match created {
-                Ok(_) => break,
-                Err(error) if error.code == 409 => break,
-                Err(error) if error.code == 503 || error.code == 504 => {
-                    tracing::debug!(namespace = %name, %error, "no leader yet to create a system namespace");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    }
+        let what = format!("namespace {name}");
+        if !ensure(&registry, &shutdown, Object::from(namespace), None, &what).await {
+            return;
+        }
+    }
+}
+
+/// Creates the `default/kubernetes` Service as kube-apiserver does: the first IP of
+/// the service range, port 443 (`https`) to the API's port, no selector (its
+/// endpoints are the API servers', which Skiff does not publish yet).
+async fn ensure_kubernetes_service(
+    registry: apiserver::Registry,
+    shutdown: CancellationToken,
+    api_port: u16,
+) {
+    let cluster_ip = registry.network().kubernetes_service_ip().to_string();
+    let service: Service = match serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": "kubernetes",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": cluster_ip,
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}],
+            "sessionAffinity": "None",
+        },
+    })) {
+        Ok(service) => service,
+        Err(error) => {
+            tracing::error!(%error, "the kubernetes Service does not decode");
+            return;
+        }
+    };
+    let what = "service default/kubernetes";
+    ensure(
+        &registry,
+        &shutdown,
+        Object::from(service),
+        Some("default"),
+        what,
+    )
+    .await;
+}
+
+/// Creates `object` unless it exists, retrying while the store has no leader; false
+/// when `shutdown` fired first.
+async fn ensure(
+    registry: &apiserver::Registry,
+    shutdown: &CancellationToken,
+    object: Object,
+    namespace: Option<&str>,
+    what: &str,
+) -> bool {
+    loop {
+        let writer = apiserver::Writer::main("skiff-control-plane");
+        let created = tokio::select! {
+            () = shutdown.cancelled() => return false,
+            created = registry.create(object.clone(), namespace, writer) => created,
+        };
+        match created {
+            Ok(_) => return true,
+            Err(error) if error.code == 409 => return true,
+            Err(error) if error.code == 503 || error.code == 504 => {
+                tracing::debug!(object = %what, %error, "no leader yet to create a system object");
+                tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
-                Err(error) => {
-                    tracing::warn!(namespace = %name, %error, "could not create a system namespace");
-                    break;
-                }
+            }
+            Err(error) => {
+                tracing::warn!(object = %what, %error, "could not create a system object");
+                return true;
             }
         }
     }

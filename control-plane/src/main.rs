@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +41,23 @@ struct Flags {
     /// node before they are evicted (kube's default tolerationSeconds).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pod_eviction_timeout: u64,
+    /// The pod network; each node gets a subnet of it as its podCIDR
+    /// (kube-controller-manager's --cluster-cidr).
+    #[arg(long, default_value = "10.244.0.0/16", value_name = "CIDR")]
+    cluster_cidr: String,
+    /// The prefix length of each node's podCIDR.
+    #[arg(long, default_value_t = 24, value_name = "BITS")]
+    node_cidr_mask_size: u8,
+    /// The range Services' cluster IPs come from (kube-apiserver's
+    /// --service-cluster-ip-range).
+    #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
+    service_cluster_ip_range: String,
+    /// The range NodePort and LoadBalancer Services' node ports come from.
+    #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
+    service_node_port_range: String,
+    /// The DNS domain of the cluster (`name.namespace.svc.<domain>`).
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    cluster_domain: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +119,14 @@ async fn run() -> anyhow::Result<()> {
             );
         }
         None => {
+            let network = skiff_control_plane::NetworkSettings::build(
+                &flags.cluster_cidr,
+                flags.node_cidr_mask_size,
+                &flags.service_cluster_ip_range,
+                &flags.service_node_port_range,
+                &flags.cluster_domain,
+            )
+            .context("invalid network flags")?;
             let shutdown = CancellationToken::new();
             let signals = shutdown.clone();
             tokio::spawn(async move {
@@ -123,6 +149,7 @@ async fn run() -> anyhow::Result<()> {
                 store,
                 listen_api: flags.listen_api,
                 controllers,
+                network,
             };
             skiff_control_plane::run(config, shutdown).await?;
         }

@@ -46,6 +46,12 @@ pub async fn registry_keeping(history_revisions: u64) -> (TempDir, Registry) {
     (dir, Registry::new(store))
 }
 
+/// A registry over a fresh single-member store, allocating from `network`'s ranges.
+pub async fn registry_with_network(network: crate::NetworkSettings) -> (TempDir, Registry) {
+    let (dir, registry) = registry().await;
+    (dir, registry.with_network(network))
+}
+
 /// An object decoded from a manifest.
 pub fn object(value: Value) -> Object {
     decode_object(value, FieldValidation::Strict)

@@ -4,6 +4,8 @@
 //! - `registry`: [`Registry`], objects on the store with Kubernetes' metadata,
 //!   resourceVersion, graceful-deletion and finalizer rules.
 //! - `strategy`: what a write through the main resource or `/status` may change.
+//! - `allocation`: cluster IPs, node ports and pod CIDRs, reserved by keys written in
+//!   the same transaction as the object holding them.
 //! - `managed`: `metadata.managedFields` on every write.
 //! - `request`: routing of Kubernetes paths; `discovery`, `openapi`: discovery and
 //!   OpenAPI documents.
@@ -15,6 +17,7 @@
 //! - `server`: the hyper server ([`serve`]); gRPC calls on the same port go to
 //!   [`crate::nodes`].
 
+mod allocation;
 mod discovery;
 mod error;
 mod exec;

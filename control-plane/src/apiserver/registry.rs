@@ -5,17 +5,21 @@
 //! Objects are stored as JSON without `resourceVersion`: it is the key's
 //! `mod_revision`, filled in on every read, as kube-apiserver does over etcd.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use skiff_api::meta::{StatusCause, StatusDetails, Time, jiff};
 use skiff_api::{FieldError, FieldPath, Object, ResourceKind, Selector};
 
+use super::allocation::{self, Changes, Reservation};
 use super::error::ApiError;
 use super::managed;
 use super::metrics::StoreLatency;
 use super::strategy::{self, Part};
-use crate::store::{Consistency, KeyValue, Precondition, Store, TxnOutcome};
+use crate::network::NetworkSettings;
+use crate::store::{Consistency, KeyValue, Op, Precondition, Store, Txn, TxnOutcome};
 
 /// The store key prefix of a kind: `/registry/<group>/<resource>/`.
 pub fn kind_prefix(kind: &ResourceKind) -> String {
@@ -171,6 +175,10 @@ pub struct Written {
 /// writer, when the client did not pin a resourceVersion.
 const WRITE_ATTEMPTS: usize = 16;
 
+/// How many times a create picks again after another writer took a value it picked
+/// (concurrent creates that pick the same cluster IP, node port or pod CIDR).
+const ALLOCATION_ATTEMPTS: usize = 64;
+
 /// How a deletion proceeds (`DeleteOptions`).
 #[derive(Clone, Debug, Default)]
 pub struct DeleteOptions {
@@ -201,15 +209,29 @@ pub enum Deleted {
 pub struct Registry {
     store: Store,
     latency: StoreLatency,
+    /// The ranges cluster IPs, node ports and pod CIDRs are allocated from.
+    network: Arc<NetworkSettings>,
 }
 
 impl Registry {
-    /// A registry over `store`.
+    /// A registry over `store`, allocating from the default network ranges.
     pub fn new(store: Store) -> Self {
         Self {
             store,
             latency: StoreLatency::default(),
+            network: Arc::new(NetworkSettings::default()),
         }
+    }
+
+    /// The registry allocating from `network`'s ranges instead.
+    pub fn with_network(mut self, network: NetworkSettings) -> Self {
+        self.network = Arc::new(network);
+        self
+    }
+
+    /// The network ranges the registry allocates from.
+    pub fn network(&self) -> &NetworkSettings {
+        &self.network
     }
 
     /// The store underneath.
@@ -239,22 +261,64 @@ impl Registry {
         namespace: Option<&str>,
         writer: Writer<'_>,
     ) -> Result<Object, ApiError> {
-        let (object, key, value) = prepare_create(object, namespace, writer.manager, false)?;
-        if writer.dry_run {
-            let (existing, _) = self
-                .timed("get", self.store.get(&key, Consistency::Linearizable))
-                .await?;
-            return match existing {
-                Some(_) => Err(ApiError::already_exists(object.kind(), object.name())),
-                None => Ok(object),
+        let (object, key) = prepare_create(object, namespace, writer.manager, false)?;
+        self.commit_create(object, &key, writer.dry_run).await
+    }
+
+    /// Stores a prepared new object with what it needs allocated, its reservations in
+    /// the same transaction; picks again when another writer took a value it picked.
+    /// 409 `AlreadyExists` when the name is taken.
+    async fn commit_create(
+        &self,
+        prepared: Object,
+        key: &str,
+        dry_run: bool,
+    ) -> Result<Object, ApiError> {
+        for _ in 0..ALLOCATION_ATTEMPTS {
+            let mut object = prepared.clone();
+            let picked =
+                allocation::allocate(&self.store, &self.network, None, &mut object, true).await?;
+            if dry_run {
+                let (existing, _) = self
+                    .timed("get", self.store.get(key, Consistency::Linearizable))
+                    .await?;
+                if existing.is_some() {
+                    return Err(ApiError::already_exists(object.kind(), object.name()));
+                }
+                let asked = allocation::held(&object, &self.network)
+                    .into_iter()
+                    .filter(|r| !picked.contains(r));
+                allocation::check_free(&self.store, &object, asked).await?;
+                return Ok(object);
+            }
+            let changes =
+                allocation::changes(&self.store, &self.network, None, Some(&object)).await?;
+            let create = Op::Create {
+                key: key.to_owned(),
+                value: encode_stored(&object),
             };
-        }
-        match self.timed("create", self.store.create(&key, value)).await? {
-            TxnOutcome::Committed { revision, .. } => Ok(with_revision(object, revision)),
-            TxnOutcome::Failed { .. } => {
-                Err(ApiError::already_exists(object.kind(), object.name()))
+            match self.timed("create", self.commit(create, &changes)).await? {
+                TxnOutcome::Committed { revision, .. } => {
+                    return Ok(with_revision(object, revision));
+                }
+                TxnOutcome::Failed { op_index: 0, .. } => {
+                    return Err(ApiError::already_exists(object.kind(), object.name()));
+                }
+                TxnOutcome::Failed { op_index, .. } => {
+                    check_lost_reservation(&object, &changes, &picked, op_index)?;
+                }
             }
         }
+        Err(ApiError::conflict(prepared.kind(), prepared.name()))
+    }
+
+    /// Commits an object's own operation with its reservation changes, in one
+    /// transaction (operation 0 is the object's).
+    async fn commit(&self, op: Op, changes: &Changes) -> crate::store::Result<TxnOutcome> {
+        let mut ops = Vec::with_capacity(1 + changes.ops.len());
+        ops.push(op);
+        ops.extend(changes.ops.iter().cloned());
+        self.store.txn(Txn { ops }).await
     }
 
     /// Reads one object.
@@ -386,16 +450,17 @@ impl Registry {
                 }
                 let mut object = change(None)?;
                 object.metadata_mut().name = Some(name.to_owned());
-                let (object, key, value) = prepare_create(object, namespace, writer.manager, true)?;
-                match self.timed("create", self.store.create(&key, value)).await? {
-                    TxnOutcome::Committed { revision, .. } => {
+                let (object, key) = prepare_create(object, namespace, writer.manager, true)?;
+                match self.commit_create(object, &key, writer.dry_run).await {
+                    Ok(object) => {
                         return Ok(Written {
-                            object: with_revision(object, revision),
+                            object,
                             created: true,
                         });
                     }
                     // Created meanwhile: apply to it instead.
-                    TxnOutcome::Failed { .. } => continue,
+                    Err(error) if error.reason == "AlreadyExists" => continue,
+                    Err(error) => return Err(error),
                 }
             };
             let current_revision = current.mod_revision;
@@ -423,7 +488,16 @@ impl Registry {
             if pinned.is_some_and(|rv| rv != current_revision) {
                 return Err(ApiError::conflict(kind, name));
             }
-            let object = prepare_update(&old, new, namespace, name, writer)?;
+            let mut object = prepare_update(&old, new, namespace, name, writer)?;
+            let assign_pod_cidr = writer.part == Part::Main;
+            let picked = allocation::allocate(
+                &self.store,
+                &self.network,
+                Some(&old),
+                &mut object,
+                assign_pod_cidr,
+            )
+            .await?;
             let value = encode_stored(&object);
             if value == stored_bytes.as_slice() {
                 return Ok(Written {
@@ -432,6 +506,11 @@ impl Registry {
                 });
             }
             if writer.dry_run {
+                let old_held = allocation::held(&old, &self.network);
+                let asked = allocation::held(&object, &self.network)
+                    .into_iter()
+                    .filter(|r| !picked.contains(r) && !old_held.contains(r));
+                allocation::check_free(&self.store, &object, asked).await?;
                 return Ok(Written {
                     object,
                     created: false,
@@ -440,25 +519,35 @@ impl Registry {
             let finalized = object.metadata().deletion_timestamp.is_some()
                 && !holds_deletion(&object)
                 && !is_graceful_pending(&object);
-            let outcome = if finalized {
-                self.timed("delete", self.store.delete(&key, Some(current_revision)))
-                    .await?
+            let (operation, op, kept) = if finalized {
+                let delete = Op::Delete {
+                    key: key.clone(),
+                    expected_revision: Some(current_revision),
+                };
+                ("delete", delete, None)
             } else {
-                let update = self.store.update(&key, value, Some(current_revision));
-                self.timed("update", update).await?
+                let update = Op::Update {
+                    key: key.clone(),
+                    value,
+                    expected_revision: Some(current_revision),
+                };
+                ("update", update, Some(&object))
             };
-            match outcome {
+            let changes = allocation::changes(&self.store, &self.network, Some(&old), kept).await?;
+            match self.timed(operation, self.commit(op, &changes)).await? {
                 TxnOutcome::Committed { revision, .. } => {
                     return Ok(Written {
                         object: with_revision(object, revision),
                         created: false,
                     });
                 }
-                TxnOutcome::Failed { .. } if pinned.is_some() => {
+                TxnOutcome::Failed { op_index: 0, .. } if pinned.is_some() => {
                     return Err(ApiError::conflict(kind, name));
                 }
-                // Lost a race: read again.
-                TxnOutcome::Failed { .. } => {}
+                // Lost a race for the object or a value picked here: read again.
+                TxnOutcome::Failed { op_index, .. } => {
+                    check_lost_reservation(&object, &changes, &picked, op_index)?;
+                }
             }
         }
         Err(ApiError::conflict(kind, name))
@@ -538,16 +627,20 @@ impl Registry {
                 if options.dry_run {
                     return Ok(Deleted::Gone(with_revision(object, revision)));
                 }
-                match self
-                    .timed("delete", self.store.delete(&key, Some(revision)))
-                    .await?
-                {
+                // Whatever the object holds is released with it.
+                let changes =
+                    allocation::changes(&self.store, &self.network, Some(&object), None).await?;
+                let delete = Op::Delete {
+                    key: key.clone(),
+                    expected_revision: Some(revision),
+                };
+                match self.timed("delete", self.commit(delete, &changes)).await? {
                     TxnOutcome::Committed { revision, .. } => {
                         return Ok(Deleted::Gone(with_revision(object, revision)));
                     }
                     TxnOutcome::Failed {
+                        op_index: 0,
                         precondition: Precondition::NotFound,
-                        ..
                     } => return Err(ApiError::not_found(kind, name)),
                     TxnOutcome::Failed { .. } => continue,
                 }
@@ -700,13 +793,14 @@ fn with_revision(mut object: Object, revision: u64) -> Object {
     object
 }
 
-/// Everything a create does before the store write: the object, its key and bytes.
+/// Everything a create does before allocation and the store write: the object and
+/// its key.
 fn prepare_create(
     mut object: Object,
     namespace: Option<&str>,
     manager: &str,
     applied: bool,
-) -> Result<(Object, String, Vec<u8>), ApiError> {
+) -> Result<(Object, String), ApiError> {
     let kind = object.kind();
     let metadata = object.metadata_mut();
     if kind.namespaced {
@@ -728,7 +822,9 @@ fn prepare_create(
     strategy::prepare_for_create(&mut object);
     object.apply_defaults();
     let name = object.name().to_owned();
-    let errors = object.validate();
+    let prepare_errors = allocation::prepare(None, &mut object);
+    let mut errors = object.validate();
+    errors.extend(prepare_errors);
     if !errors.is_empty() {
         return Err(ApiError::invalid(kind, &name, &errors));
     }
@@ -736,8 +832,24 @@ fn prepare_create(
         managed::record(None, &mut object, manager, None);
     }
     let key = object_key(kind, object.namespace(), &name);
-    let value = encode_stored(&object);
-    Ok((object, key, value))
+    Ok((object, key))
+}
+
+/// After a failed transaction at `op_index`: `Ok` to try again when the object
+/// changed meanwhile, a released reservation changed, or another writer took a value
+/// this write picked; 422 when the value taken is one the user asked for.
+fn check_lost_reservation(
+    object: &Object,
+    changes: &Changes,
+    picked: &std::collections::BTreeSet<Reservation>,
+    op_index: usize,
+) -> Result<(), ApiError> {
+    match changes.created_at(op_index) {
+        Some(reservation) if !picked.contains(&reservation) => {
+            Err(allocation::taken_error(object, reservation))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Everything an update does to the new state before the store write.
@@ -802,17 +914,19 @@ fn prepare_update(
         }
     }
     object.apply_defaults();
+    let prepare_errors = allocation::prepare(Some(old), &mut object);
     if spec_of(&object) != spec_of(old) {
         let metadata = object.metadata_mut();
         metadata.generation = Some(metadata.generation.unwrap_or(0) + 1);
     }
     // A binding sets the node name, which pod updates may not change; nothing else
     // differs from the stored pod.
-    let errors = if writer.part == Part::Binding {
+    let mut errors = if writer.part == Part::Binding {
         object.validate()
     } else {
         object.validate_update(old)
     };
+    errors.extend(prepare_errors);
     if !errors.is_empty() {
         return Err(ApiError::invalid(kind, name, &errors));
     }

@@ -986,3 +986,601 @@ async fn both_finalizer_lists_hold_a_terminating_namespace() {
         assert_eq!(found.is_ok(), dry_run, "{found:?}");
     }
 }
+
+mod allocation {
+    //! Cluster IPs and node ports through the registry and the HTTP API: allocation,
+    //! Kubernetes' errors, release on every deletion path, dry runs, races.
+
+    use std::collections::HashSet;
+
+    use serde_json::{Value, json};
+    use skiff_api::kind::SERVICE;
+
+    use super::{api, http, registry};
+    use crate::apiserver::{DeleteOptions, Deleted, Registry, Writer};
+    use crate::network::NetworkSettings;
+    use crate::store::Consistency;
+    use crate::testing::{object, registry_with_network};
+
+    fn service(name: &str, spec: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec})
+    }
+
+    fn cluster_ip_spec(ip: Option<&str>) -> Value {
+        let mut spec = json!({"selector": {"app": "web"}, "ports": [{"port": 80}]});
+        if let Some(ip) = ip {
+            spec["clusterIP"] = json!(ip);
+        }
+        spec
+    }
+
+    async fn try_create(
+        registry: &Registry,
+        value: Value,
+    ) -> Result<Value, crate::apiserver::ApiError> {
+        registry
+            .create(object(value), Some("default"), Writer::main("test"))
+            .await
+            .map(|o| o.to_value())
+    }
+
+    /// The reservation keys under `/registry/ranges/<range>/`, as their last parts.
+    async fn reserved(registry: &Registry, range: &str) -> Vec<String> {
+        let prefix = format!("/registry/ranges/{range}/");
+        let page = registry
+            .store()
+            .range(&prefix, None, 0, Consistency::Linearizable)
+            .await
+            .unwrap();
+        page.kvs
+            .into_iter()
+            .map(|kv| kv.key.strip_prefix(&prefix).unwrap().to_owned())
+            .collect()
+    }
+
+    async fn delete(registry: &Registry, name: &str) {
+        registry
+            .delete(&SERVICE, Some("default"), name, &DeleteOptions::default())
+            .await
+            .unwrap();
+    }
+
+    async fn set_spec(
+        registry: &Registry,
+        name: &str,
+        change: impl Fn(&mut Value),
+    ) -> Result<Value, crate::apiserver::ApiError> {
+        registry
+            .write(
+                &SERVICE,
+                Some("default"),
+                name,
+                Writer::main("test"),
+                |current| {
+                    let mut value = current.unwrap().to_value();
+                    value["metadata"]["resourceVersion"] = Value::Null;
+                    change(&mut value["spec"]);
+                    Ok(skiff_api::Object::from_stored_value(&SERVICE, value).unwrap())
+                },
+            )
+            .await
+            .map(|w| w.object.to_value())
+    }
+
+    /// GETs `path` as `kubectl get` does: a `meta/v1 Table`.
+    async fn get_table(address: std::net::SocketAddr, path: &str) -> (u16, Value) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAccept: application/json;as=Table;v=v1;g=meta.k8s.io\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (code, serde_json::from_str(body).unwrap())
+    }
+
+    fn small_ranges(service_cidr: &str, node_ports: &str) -> NetworkSettings {
+        NetworkSettings {
+            service_cidr: service_cidr.parse().unwrap(),
+            node_port_range: node_ports.parse().unwrap(),
+            ..NetworkSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_creates_get_distinct_ips_outside_the_static_band() {
+        let (_dir, registry) = registry().await;
+        let mut creates = tokio::task::JoinSet::new();
+        for idx in 0..100 {
+            let registry = registry.clone();
+            creates.spawn(async move {
+                try_create(
+                    &registry,
+                    service(&format!("s{idx}"), cluster_ip_spec(None)),
+                )
+                .await
+                .unwrap()
+            });
+        }
+        let mut ips = HashSet::new();
+        while let Some(created) = creates.join_next().await {
+            let spec = created.unwrap()["spec"].clone();
+            let ip: std::net::Ipv4Addr = spec["clusterIP"].as_str().unwrap().parse().unwrap();
+            assert_eq!(spec["clusterIPs"], json!([ip.to_string()]));
+            assert_eq!(spec["ipFamilies"], json!(["IPv4"]));
+            assert_eq!(spec["ipFamilyPolicy"], "SingleStack");
+            let octets = ip.octets();
+            assert!(
+                (96..112).contains(&octets[1]) && octets[0] == 10,
+                "{ip} in 10.96.0.0/12"
+            );
+            assert!(
+                !(octets[1] == 96 && octets[2] == 0),
+                "{ip} is in the static band"
+            );
+            assert!(ips.insert(ip), "{ip} twice");
+        }
+        assert_eq!(ips.len(), 100);
+        let keys: HashSet<String> = reserved(&registry, "serviceips")
+            .await
+            .into_iter()
+            .collect();
+        let allocated: HashSet<String> = ips.iter().map(ToString::to_string).collect();
+        assert_eq!(keys, allocated, "one reservation per service, no more");
+        // The allocated IP is what `kubectl get svc` shows.
+        let (address, cancel) = api(&registry).await;
+        let (code, table) = get_table(address, "/api/v1/namespaces/default/services/s7").await;
+        assert_eq!(code, 200, "{table}");
+        let stored = registry
+            .get(&SERVICE, Some("default"), "s7")
+            .await
+            .unwrap()
+            .to_value();
+        assert_eq!(table["columnDefinitions"][2]["name"], "Cluster-IP");
+        assert_eq!(table["rows"][0]["cells"][2], stored["spec"]["clusterIP"]);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn given_ips_must_be_free_and_in_range() {
+        let (_dir, registry) = registry().await;
+        let created = try_create(
+            &registry,
+            service("dns", cluster_ip_spec(Some("10.96.0.10"))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(created["spec"]["clusterIPs"], json!(["10.96.0.10"]));
+        let taken = try_create(
+            &registry,
+            service("other", cluster_ip_spec(Some("10.96.0.10"))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(taken.code, 422);
+        assert_eq!(
+            taken.message,
+            r#"Service "other" is invalid: spec.clusterIPs: Invalid value: ["10.96.0.10"]: failed to allocate IP 10.96.0.10: provided IP is already allocated"#
+        );
+        let cause = &taken.details.as_ref().unwrap().causes.as_ref().unwrap()[0];
+        assert_eq!(cause.field.as_deref(), Some("spec.clusterIPs"));
+        assert_eq!(cause.reason.as_deref(), Some("FieldValueInvalid"));
+        for outside in ["10.200.0.1", "10.96.0.0", "10.111.255.255"] {
+            let error = try_create(&registry, service("out", cluster_ip_spec(Some(outside))))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                error.message,
+                format!(
+                    r#"Service "out" is invalid: spec.clusterIPs: Invalid value: ["{outside}"]: failed to allocate IP {outside}: provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12"#
+                ),
+            );
+        }
+        assert!(
+            registry
+                .get(&SERVICE, Some("default"), "other")
+                .await
+                .is_err(),
+            "nothing stored"
+        );
+        assert_eq!(
+            reserved(&registry, "serviceips").await,
+            ["10.96.0.10"],
+            "failed creates leak nothing"
+        );
+        // Released with its service, the IP can be had again.
+        delete(&registry, "dns").await;
+        assert!(reserved(&registry, "serviceips").await.is_empty());
+        try_create(
+            &registry,
+            service("other", cluster_ip_spec(Some("10.96.0.10"))),
+        )
+        .await
+        .unwrap();
+        // Headless services hold nothing.
+        let headless = try_create(
+            &registry,
+            service(
+                "db",
+                json!({"clusterIP": "None", "selector": {"app": "db"}}),
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(headless["spec"]["clusterIPs"], json!(["None"]));
+        assert_eq!(reserved(&registry, "serviceips").await, ["10.96.0.10"]);
+        // The cluster IP is immutable, and a PUT without it keeps it.
+        let kept = set_spec(&registry, "other", |spec| {
+            spec.as_object_mut().unwrap().remove("clusterIP");
+            spec.as_object_mut().unwrap().remove("clusterIPs");
+        })
+        .await
+        .unwrap();
+        assert_eq!(kept["spec"]["clusterIP"], "10.96.0.10");
+        let changed = set_spec(&registry, "other", |spec| {
+            spec["clusterIP"] = json!("10.96.0.11")
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(changed.code, 422, "{}", changed.message);
+        assert!(
+            changed
+                .message
+                .contains("spec.clusterIP: Invalid value: \"10.96.0.11\": field is immutable"),
+            "{}",
+            changed.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_range_is_an_internal_error_until_an_ip_is_released() {
+        let (_dir, registry) =
+            registry_with_network(small_ranges("10.96.0.0/29", "30000-32767")).await;
+        let mut ips = HashSet::new();
+        for idx in 0..6 {
+            let created = try_create(
+                &registry,
+                service(&format!("s{idx}"), cluster_ip_spec(None)),
+            )
+            .await
+            .unwrap();
+            ips.insert(created["spec"]["clusterIP"].as_str().unwrap().to_owned());
+        }
+        let all: HashSet<String> = (1..=6).map(|host| format!("10.96.0.{host}")).collect();
+        assert_eq!(ips, all, "every host address, not the network or broadcast");
+        let full = try_create(&registry, service("s6", cluster_ip_spec(None)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (full.code, full.message.as_str()),
+            (
+                500,
+                "Internal error occurred: failed to allocate a serviceIP: range is full"
+            )
+        );
+        try_create(
+            &registry,
+            service(
+                "headless",
+                json!({"clusterIP": "None", "selector": {"app": "x"}}),
+            ),
+        )
+        .await
+        .unwrap();
+        let freed = registry
+            .get(&SERVICE, Some("default"), "s3")
+            .await
+            .unwrap()
+            .to_value()["spec"]["clusterIP"]
+            .clone();
+        delete(&registry, "s3").await;
+        let again = try_create(&registry, service("s6", cluster_ip_spec(None)))
+            .await
+            .unwrap();
+        assert_eq!(
+            again["spec"]["clusterIP"], freed,
+            "the released IP is the free one"
+        );
+    }
+
+    #[tokio::test]
+    async fn node_ports_are_allocated_checked_and_released_with_the_type() {
+        let (_dir, registry) = registry().await;
+        let node_port = |name: &str, ports: Value| {
+            service(
+                name,
+                json!({"type": "NodePort", "selector": {"app": "web"}, "ports": ports}),
+            )
+        };
+        let created = try_create(
+            &registry,
+            node_port(
+                "dns",
+                json!([
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                    {"name": "dns-udp", "port": 53, "protocol": "UDP"},
+                    {"name": "metrics", "port": 9153, "protocol": "TCP"},
+                ]),
+            ),
+        )
+        .await
+        .unwrap();
+        let ports = &created["spec"]["ports"];
+        let tcp = ports[0]["nodePort"].as_i64().unwrap();
+        assert!(
+            (30086..=32767).contains(&tcp),
+            "{tcp} outside the dynamic band"
+        );
+        assert_eq!(
+            ports[1]["nodePort"].as_i64(),
+            Some(tcp),
+            "one number, one node port"
+        );
+        assert_ne!(ports[2]["nodePort"].as_i64(), Some(tcp));
+        assert_eq!(reserved(&registry, "servicenodeports").await.len(), 2);
+
+        try_create(
+            &registry,
+            node_port("web", json!([{"port": 80, "nodePort": 30080}])),
+        )
+        .await
+        .unwrap();
+        let taken = try_create(
+            &registry,
+            node_port(
+                "web2",
+                json!([{"name": "a", "port": 81}, {"name": "b", "port": 80, "nodePort": 30080}]),
+            ),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(taken.code, 422);
+        assert_eq!(
+            taken.message,
+            r#"Service "web2" is invalid: spec.ports[1].nodePort: Invalid value: 30080: provided port is already allocated"#
+        );
+        let outside = try_create(
+            &registry,
+            node_port("web3", json!([{"port": 80, "nodePort": 80}])),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            outside.message,
+            r#"Service "web3" is invalid: spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767"#
+        );
+        assert_eq!(
+            reserved(&registry, "servicenodeports").await.len(),
+            3,
+            "failed creates leak nothing"
+        );
+
+        // ClusterIP → NodePort allocates; NodePort → ClusterIP releases.
+        try_create(&registry, service("plain", cluster_ip_spec(None)))
+            .await
+            .unwrap();
+        let promoted = set_spec(&registry, "plain", |spec| spec["type"] = json!("NodePort"))
+            .await
+            .unwrap();
+        let plain_port = promoted["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+        assert!(
+            reserved(&registry, "servicenodeports")
+                .await
+                .contains(&plain_port.to_string())
+        );
+        let demoted = set_spec(&registry, "plain", |spec| spec["type"] = json!("ClusterIP"))
+            .await
+            .unwrap();
+        assert_eq!(demoted["spec"]["ports"][0].get("nodePort"), None);
+        assert!(
+            !reserved(&registry, "servicenodeports")
+                .await
+                .contains(&plain_port.to_string())
+        );
+        assert_eq!(
+            demoted["spec"]["clusterIP"], promoted["spec"]["clusterIP"],
+            "the IP stays"
+        );
+
+        // Released with the service, 30080 can be had again.
+        delete(&registry, "web").await;
+        try_create(
+            &registry,
+            node_port("web2", json!([{"port": 80, "nodePort": 30080}])),
+        )
+        .await
+        .unwrap();
+
+        // LoadBalancers get node ports too, unless they ask not to.
+        let lb = try_create(&registry, service("lb", json!({"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80}]}))).await.unwrap();
+        assert!(lb["spec"]["ports"][0]["nodePort"].as_i64().is_some());
+        let bare = try_create(&registry, service("lb2", json!({"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "selector": {"app": "web"}, "ports": [{"port": 80}]}))).await.unwrap();
+        assert_eq!(bare["spec"]["ports"][0].get("nodePort"), None);
+    }
+
+    #[tokio::test]
+    async fn a_full_node_port_range_is_an_internal_error() {
+        let (_dir, registry) =
+            registry_with_network(small_ranges("10.96.0.0/12", "30000-30001")).await;
+        let spec = json!({"type": "NodePort", "selector": {"app": "web"}, "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]});
+        let created = try_create(&registry, service("two", spec.clone()))
+            .await
+            .unwrap();
+        let mut ports: Vec<i64> = created["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["nodePort"].as_i64().unwrap())
+            .collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [30000, 30001]);
+        let full = try_create(&registry, service("three", spec))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (full.code, full.message.as_str()),
+            (
+                500,
+                "Internal error occurred: failed to allocate a nodePort: range is full"
+            )
+        );
+        assert_eq!(
+            reserved(&registry, "serviceips").await.len(),
+            1,
+            "the failed create's IP was never reserved"
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_runs_allocate_nothing_but_report_conflicts() {
+        let (_dir, registry) = registry().await;
+        let dry = Writer {
+            dry_run: true,
+            ..Writer::main("test")
+        };
+        let preview = registry
+            .create(object(service("web", json!({"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}))), Some("default"), dry)
+            .await
+            .unwrap()
+            .to_value();
+        assert!(
+            preview["spec"]["clusterIP"]
+                .as_str()
+                .is_some_and(|ip| ip.starts_with("10."))
+        );
+        assert!(preview["spec"]["ports"][0]["nodePort"].as_i64().is_some());
+        assert!(reserved(&registry, "serviceips").await.is_empty());
+        assert!(reserved(&registry, "servicenodeports").await.is_empty());
+        assert!(
+            registry
+                .get(&SERVICE, Some("default"), "web")
+                .await
+                .is_err()
+        );
+
+        try_create(
+            &registry,
+            service("dns", cluster_ip_spec(Some("10.96.0.10"))),
+        )
+        .await
+        .unwrap();
+        let conflict = registry
+            .create(
+                object(service("dns2", cluster_ip_spec(Some("10.96.0.10")))),
+                Some("default"),
+                dry,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(conflict.code, 422, "{}", conflict.message);
+        // Over HTTP, as `kubectl create --dry-run=server` sends it.
+        crate::testing::create(
+            &registry,
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+        )
+        .await;
+        let (address, cancel) = api(&registry).await;
+        let (code, status) = http(
+            address,
+            "POST",
+            "/api/v1/namespaces/default/services?dryRun=All",
+            Some(service("dns3", cluster_ip_spec(Some("10.96.0.10")))),
+        )
+        .await;
+        assert_eq!(code, 422, "{status}");
+        assert_eq!(status["details"]["causes"][0]["field"], "spec.clusterIPs");
+        assert_eq!(
+            status["details"]["causes"][0]["message"],
+            r#"Invalid value: ["10.96.0.10"]: failed to allocate IP 10.96.0.10: provided IP is already allocated"#
+        );
+        let (code, _) = http(
+            address,
+            "POST",
+            "/api/v1/namespaces/default/services?dryRun=All",
+            Some(service("ok", cluster_ip_spec(None))),
+        )
+        .await;
+        assert_eq!(code, 201);
+        assert_eq!(reserved(&registry, "serviceips").await, ["10.96.0.10"]);
+        // A dry-run type change allocates nothing either.
+        let before = reserved(&registry, "servicenodeports").await;
+        registry
+            .write(&SERVICE, Some("default"), "dns", dry, |current| {
+                let mut value = current.unwrap().to_value();
+                value["metadata"]["resourceVersion"] = Value::Null;
+                value["spec"]["type"] = json!("NodePort");
+                Ok(skiff_api::Object::from_stored_value(&SERVICE, value).unwrap())
+            })
+            .await
+            .unwrap();
+        assert_eq!(reserved(&registry, "servicenodeports").await, before);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn finalized_and_collected_services_release_what_they_hold() {
+        let (_dir, registry) = registry().await;
+        let mut held = service(
+            "held",
+            json!({"type": "NodePort", "clusterIP": "10.96.0.30", "selector": {"app": "web"}, "ports": [{"port": 80, "nodePort": 30030}]}),
+        );
+        held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        try_create(&registry, held).await.unwrap();
+        let pending = registry
+            .delete(&SERVICE, Some("default"), "held", &DeleteOptions::default())
+            .await
+            .unwrap();
+        assert!(matches!(pending, Deleted::Pending(_)));
+        assert_eq!(
+            reserved(&registry, "serviceips").await,
+            ["10.96.0.30"],
+            "held while finalizers hold it"
+        );
+        registry
+            .write(
+                &SERVICE,
+                Some("default"),
+                "held",
+                Writer::main("test"),
+                |current| {
+                    let mut object = current.unwrap().clone();
+                    object.metadata_mut().resource_version = None;
+                    object.metadata_mut().finalizers = None;
+                    Ok(object)
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            registry
+                .get(&SERVICE, Some("default"), "held")
+                .await
+                .is_err()
+        );
+        assert!(reserved(&registry, "serviceips").await.is_empty());
+        assert!(reserved(&registry, "servicenodeports").await.is_empty());
+
+        // deletecollection over HTTP (kubectl delete svc --all) releases each.
+        for name in ["a", "b"] {
+            try_create(&registry, service(name, cluster_ip_spec(None)))
+                .await
+                .unwrap();
+        }
+        let (address, cancel) = api(&registry).await;
+        let (code, body) = http(
+            address,
+            "DELETE",
+            "/api/v1/namespaces/default/services",
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        assert!(reserved(&registry, "serviceips").await.is_empty());
+        cancel.cancel();
+    }
+}

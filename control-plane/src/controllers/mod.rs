@@ -17,6 +17,7 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod queue;
 pub mod replicaset;
+pub mod service_lb;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -191,5 +192,6 @@ pub fn start_all(registry: Registry, cancel: CancellationToken, settings: &Setti
         namespace::start(&registry, &informers, &cancel);
         node_lifecycle::start_with(&registry, &informers, &cancel, settings.node_lifecycle);
         endpoints::start(&registry, &informers, &cancel);
+        service_lb::start(&registry, &informers, &cancel);
     });
 }

@@ -2,6 +2,11 @@
 //! control plane to register, heartbeat, learn their pods and report on them. Every
 //! call goes through the [`Registry`], with the same metadata, validation and
 //! resourceVersion rules as the REST API.
+//!
+//! Registration also hands the node its network: the Node's `spec.podCIDR` (assigned
+//! by the registry from the cluster CIDR when the Node is created, or on this write for
+//! a node without one; `RESOURCE_EXHAUSTED` when none is free) and the cluster's ranges
+//! and DNS domain in `RegisterReply`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -141,8 +146,9 @@ fn reconcile_status(mut status: NodeStatus, stored: Option<&NodeStatus>) -> Node
 
 /// The stored node updated with what a re-registering agent says about itself:
 /// labels and annotations merged (the agent's keys win), the spec fields the agent
-/// sets (never `podCIDR`/`podCIDRs`, which the cluster assigns, nor `unschedulable`
-/// unless the agent asks to be cordoned), taints merged by key and effect.
+/// sets (never `podCIDR`/`podCIDRs`, which the registry assigns on the Node's creation
+/// — or on this write, for a node without one — nor `unschedulable` unless the agent
+/// asks to be cordoned), taints merged by key and effect.
 fn merge_registration(stored: &Node, agent: &Node) -> Node {
     let mut node = stored.clone();
     node.metadata.resource_version = None;
@@ -310,11 +316,27 @@ impl node_server::Node for NodeService {
             self.update_node(&name, &node).await?;
         }
         let stored = self.write_node_status(&name, &status).await?;
-        tracing::info!(node = %name, created, "node registered");
+        let network = self.registry.network();
+        let pod_cidr = match &stored {
+            Object::Node(node) => node.spec.as_ref().and_then(|s| s.pod_cidr.clone()),
+            _ => None,
+        };
+        let Some(pod_cidr) = pod_cidr.filter(|c| !c.is_empty()) else {
+            // The Node is stored without one, as kube keeps it; the agent retries, and
+            // a later registration takes the first subnet a deleted node freed.
+            return Err(Status::resource_exhausted(format!(
+                "no pod CIDR is free for node {name}: every /{} of the cluster CIDR {} is allocated",
+                network.node_cidr_mask_size, network.cluster_cidr
+            )));
+        };
+        tracing::info!(node = %name, created, %pod_cidr, "node registered");
         Ok(Response::new(RegisterReply {
             node_json: encode(&stored),
             heartbeat_interval_seconds: self.heartbeat_interval_seconds,
-            ..Default::default()
+            cluster_cidr: network.cluster_cidr.to_string(),
+            service_cidr: network.service_cidr.to_string(),
+            cluster_domain: network.cluster_domain.clone(),
+            node_port_range: network.node_port_range.to_string(),
         }))
     }
 

@@ -177,12 +177,17 @@ async fn register_creates_the_node_with_its_status() {
 #[tokio::test]
 async fn registering_again_updates_the_node() {
     let (_dir, registry, service) = service().await;
-    register(
+    let first = register(
         &service,
         node_json("n1", json!({"zone": "a", "disk": "ssd"}), "True"),
     )
     .await;
-    // The cluster assigns a pod CIDR and an admin adds a label; neither is the agent's.
+    assert_eq!(
+        first["spec"]["podCIDR"], "10.244.0.0/24",
+        "the first subnet"
+    );
+    assert_eq!(first["spec"]["podCIDRs"], json!(["10.244.0.0/24"]));
+    // The cluster assigned a pod CIDR and an admin adds a label; neither is the agent's.
     registry
         .write(&NODE, None, "n1", Writer::main("admin"), |current| {
             let mut object = current.unwrap().clone();
@@ -192,9 +197,6 @@ async fn registering_again_updates_the_node() {
                 .labels
                 .get_or_insert_default()
                 .insert("team".into(), "infra".into());
-            if let Object::Node(node) = &mut object {
-                node.spec.get_or_insert_default().pod_cidr = Some("10.244.1.0/24".into());
-            }
             Ok(object)
         })
         .await
@@ -237,8 +239,8 @@ async fn registering_again_updates_the_node() {
         "labels merge, the agent's win"
     );
     assert_eq!(
-        reply["spec"]["podCIDR"], "10.244.1.0/24",
-        "podCIDR untouched"
+        reply["spec"]["podCIDR"], "10.244.0.0/24",
+        "podCIDR kept on re-registration"
     );
     assert_eq!(reply["status"]["capacity"]["cpu"], "4", "status replaced");
     assert_eq!(
@@ -914,4 +916,318 @@ async fn pod_logs_come_from_the_nodes_agent() {
     agent_cancel.cancel();
     server.await.unwrap();
     agent_server.await.unwrap().unwrap();
+}
+
+/// The reply to a registration, whole.
+async fn register_reply(service: &NodeService, name: &str) -> Result<RegisterReply, Status> {
+    service
+        .register(Request::new(RegisterRequest {
+            node_json: node_json(name, json!({}), "True"),
+        }))
+        .await
+        .map(Response::into_inner)
+}
+
+fn pod_cidr_of(reply: &RegisterReply) -> String {
+    let node: Value = serde_json::from_slice(&reply.node_json).unwrap();
+    node["spec"]["podCIDR"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn registration_tells_the_agent_the_cluster_network() {
+    let (_dir, _registry, service) = service().await;
+    let reply = register_reply(&service, "n1").await.unwrap();
+    assert_eq!(reply.cluster_cidr, "10.244.0.0/16");
+    assert_eq!(reply.service_cidr, "10.96.0.0/12");
+    assert_eq!(reply.cluster_domain, "cluster.local");
+    assert_eq!(reply.node_port_range, "30000-32767");
+    assert_eq!(pod_cidr_of(&reply), "10.244.0.0/24");
+
+    // Other settings flow through the registry to the reply.
+    let network = crate::NetworkSettings::build(
+        "172.16.0.0/20",
+        26,
+        "10.32.0.0/16",
+        "31000-31999",
+        "skiff.internal",
+    )
+    .unwrap();
+    let (_dir, registry) = crate::testing::registry_with_network(network).await;
+    let service = NodeService::new(registry, CancellationToken::new());
+    let reply = register_reply(&service, "n1").await.unwrap();
+    assert_eq!(
+        (
+            reply.cluster_cidr.as_str(),
+            reply.service_cidr.as_str(),
+            reply.cluster_domain.as_str(),
+            reply.node_port_range.as_str()
+        ),
+        (
+            "172.16.0.0/20",
+            "10.32.0.0/16",
+            "skiff.internal",
+            "31000-31999"
+        )
+    );
+    assert_eq!(pod_cidr_of(&reply), "172.16.0.0/26");
+}
+
+#[tokio::test]
+async fn concurrent_registrations_get_distinct_pod_cidrs_kept_until_deletion() {
+    let (_dir, registry, service) = service().await;
+    let mut registrations = tokio::task::JoinSet::new();
+    for idx in 0..12 {
+        let service = service.clone();
+        registrations.spawn(async move {
+            let name = format!("n{idx}");
+            let reply = register_reply(&service, &name).await.unwrap();
+            (name, pod_cidr_of(&reply))
+        });
+    }
+    let mut by_node = BTreeMap::new();
+    while let Some(registered) = registrations.join_next().await {
+        let (name, cidr) = registered.unwrap();
+        by_node.insert(name, cidr);
+    }
+    let mut cidrs: Vec<&String> = by_node.values().collect();
+    cidrs.sort();
+    cidrs.dedup();
+    assert_eq!(cidrs.len(), 12, "distinct: {by_node:?}");
+    let expected: Vec<String> = (0..12).map(|i| format!("10.244.{i}.0/24")).collect();
+    let mut got: Vec<String> = by_node.values().cloned().collect();
+    got.sort_by_key(|c| c.split('.').nth(2).unwrap().parse::<u32>().unwrap());
+    assert_eq!(got, expected, "the first free subnets, none skipped");
+
+    // Re-registration (an agent restart) keeps the node's CIDR.
+    let again = register_reply(&service, "n5").await.unwrap();
+    assert_eq!(pod_cidr_of(&again), by_node["n5"]);
+    assert_eq!(
+        stored_node(&registry, "n5").await["spec"]["podCIDRs"],
+        json!([by_node["n5"]])
+    );
+    // An admin cannot move it.
+    let moved = registry
+        .write(&NODE, None, "n5", Writer::main("admin"), |current| {
+            let mut value = current.unwrap().to_value();
+            value["metadata"]["resourceVersion"] = Value::Null;
+            value["spec"]["podCIDR"] = json!("10.244.200.0/24");
+            value["spec"]["podCIDRs"] = json!(["10.244.200.0/24"]);
+            Ok(Object::from_stored_value(&NODE, value).unwrap())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        moved.message,
+        r#"Node "n5" is invalid: spec.podCIDRs: Forbidden: node updates may not change podCIDR except from "" to valid"#
+    );
+
+    // Deleting the node frees its subnet for the next node.
+    registry
+        .delete(&NODE, None, "n5", &DeleteOptions::default())
+        .await
+        .unwrap();
+    let next = register_reply(&service, "n12").await.unwrap();
+    assert_eq!(pod_cidr_of(&next), by_node["n5"]);
+    // A node created through the API gets one too; a given one that is taken is refused.
+    let created = registry
+        .create(
+            object(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "manual"}})),
+            None,
+            Writer::main("kubectl"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.to_value()["spec"]["podCIDR"], "10.244.12.0/24");
+    let taken = registry
+        .create(
+            object(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "dup"}, "spec": {"podCIDR": "10.244.3.0/24"}})),
+            None,
+            Writer::main("kubectl"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        taken.message,
+        r#"Node "dup" is invalid: spec.podCIDR: Invalid value: "10.244.3.0/24": provided CIDR is already allocated to another node"#
+    );
+}
+
+#[tokio::test]
+async fn an_exhausted_cluster_cidr_fails_registration_until_a_node_goes() {
+    let network = crate::NetworkSettings {
+        cluster_cidr: "10.244.0.0/23".parse().unwrap(),
+        ..crate::NetworkSettings::default()
+    };
+    let (_dir, registry) = crate::testing::registry_with_network(network).await;
+    let service = NodeService::new(registry.clone(), CancellationToken::new());
+    assert_eq!(
+        pod_cidr_of(&register_reply(&service, "a").await.unwrap()),
+        "10.244.0.0/24"
+    );
+    assert_eq!(
+        pod_cidr_of(&register_reply(&service, "b").await.unwrap()),
+        "10.244.1.0/24"
+    );
+    let full = register_reply(&service, "c").await.unwrap_err();
+    assert_eq!(full.code(), Code::ResourceExhausted);
+    assert_eq!(
+        full.message(),
+        "no pod CIDR is free for node c: every /24 of the cluster CIDR 10.244.0.0/23 is allocated"
+    );
+    // As kube's node IPAM, the node exists without one; its retry after a node is
+    // deleted gets the freed subnet.
+    assert_eq!(
+        stored_node(&registry, "c").await["spec"].get("podCIDR"),
+        None
+    );
+    registry
+        .delete(&NODE, None, "a", &DeleteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        pod_cidr_of(&register_reply(&service, "c").await.unwrap()),
+        "10.244.0.0/24"
+    );
+}
+
+/// The next `count` events of an object stream as `(type, name)`, bookmarks skipped.
+async fn next_objects<S>(stream: &mut S, count: usize) -> Vec<(EventType, String)>
+where
+    S: tokio_stream::Stream<Item = Result<ObjectEvent, Status>> + Unpin,
+{
+    let mut events = Vec::new();
+    while events.len() < count {
+        let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {events:?} within 5 s"))
+            .unwrap_or_else(|| panic!("the stream ended after {events:?}"))
+            .unwrap();
+        let event_type = EventType::try_from(event.r#type).unwrap();
+        if event_type == EventType::Bookmark {
+            continue;
+        }
+        let name = if event.object_json.is_empty() {
+            String::new()
+        } else {
+            let object: Value = serde_json::from_slice(&event.object_json).unwrap();
+            assert_eq!(
+                object["metadata"]["resourceVersion"],
+                event.resource_version
+            );
+            object["metadata"]["name"].as_str().unwrap().to_owned()
+        };
+        events.push((event_type, name));
+    }
+    events
+}
+
+#[tokio::test]
+async fn object_watches_stream_services_and_refuse_other_resources() {
+    let (_dir, registry, service) = service().await;
+    let svc = |name: &str| {
+        object(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}
+        }))
+    };
+    for (namespace, name) in [("default", "web"), ("kube-system", "kube-dns")] {
+        registry
+            .create(svc(name), Some(namespace), Writer::main("test"))
+            .await
+            .unwrap();
+    }
+    let mut stream = service
+        .watch_objects(Request::new(WatchObjectsRequest {
+            resource: "services".into(),
+            resource_version: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let initial = next_objects(&mut stream, 3).await;
+    let mut added: Vec<&str> = initial[..2].iter().map(|(_, n)| n.as_str()).collect();
+    added.sort_unstable();
+    assert_eq!(added, ["kube-dns", "web"], "every namespace: {initial:?}");
+    assert!(initial[..2].iter().all(|(t, _)| *t == EventType::Added));
+    assert_eq!(initial[2], (EventType::Synced, String::new()));
+
+    registry
+        .create(svc("api"), Some("default"), Writer::main("test"))
+        .await
+        .unwrap();
+    registry
+        .write(
+            &SERVICE,
+            Some("default"),
+            "web",
+            Writer::main("test"),
+            |current| {
+                let mut value = current.unwrap().to_value();
+                value["metadata"]["resourceVersion"] = Value::Null;
+                value["spec"]["type"] = json!("NodePort");
+                Ok(Object::from_stored_value(&SERVICE, value).unwrap())
+            },
+        )
+        .await
+        .unwrap();
+    registry
+        .delete(
+            &SERVICE,
+            Some("kube-system"),
+            "kube-dns",
+            &DeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        next_objects(&mut stream, 3).await,
+        [
+            (EventType::Added, "api".to_owned()),
+            (EventType::Modified, "web".to_owned()),
+            (EventType::Deleted, "kube-dns".to_owned()),
+        ]
+    );
+
+    // Resuming after a version sends only what came later.
+    let resumed_from = registry.store().revision().to_string();
+    registry
+        .create(svc("late"), Some("default"), Writer::main("test"))
+        .await
+        .unwrap();
+    let mut resumed = service
+        .watch_objects(Request::new(WatchObjectsRequest {
+            resource: "services".into(),
+            resource_version: resumed_from,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next_objects(&mut resumed, 1).await,
+        [(EventType::Added, "late".to_owned())]
+    );
+
+    for resource in ["pods", "secrets", ""] {
+        let refused = service
+            .watch_objects(Request::new(WatchObjectsRequest {
+                resource: resource.into(),
+                resource_version: String::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{resource}");
+        assert!(
+            refused.message().contains("cannot be watched by agents"),
+            "{}",
+            refused.message()
+        );
+    }
+    let bad_version = service
+        .watch_objects(Request::new(WatchObjectsRequest {
+            resource: "endpoints".into(),
+            resource_version: "abc".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_version.code(), Code::InvalidArgument);
 }

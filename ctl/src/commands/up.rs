@@ -70,6 +70,7 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
         store,
         listen_api: args.listen,
         controllers: skiff_control_plane::controllers::Settings::default(),
+        network: skiff_control_plane::NetworkSettings::default(),
     };
     let plane_task = tasks.spawn({
         let shutdown = shutdown.clone();
