@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
 
+use crate::netns::{Fabric, Forwarder};
 use crate::process::{Process, free_port, on_path, sibling_binary};
 use crate::stats::Samples;
 
@@ -293,36 +295,85 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 pub(crate) struct Server {
     process: Process,
     pub(crate) pid: u32,
+    /// The client, on the host (through `forwarder` when the server is in a fabric).
     pub(crate) api: Api,
+    /// The API's URL as nodes see it: the same as `api.base` on the host,
+    /// `http://10.77.0.1:PORT` in a fabric.
+    pub(crate) server_url: String,
+    /// Relays `api.base` into the fabric; `None` on the host.
+    _forwarder: Option<Forwarder>,
 }
 
 impl Server {
+    /// Starts a control plane on the host's loopback.
     pub(crate) async fn start() -> anyhow::Result<Self> {
+        Self::start_at(None).await
+    }
+
+    /// Starts a control plane inside `fabric` on [`Fabric::IP`]; the client reaches it
+    /// through a port forwarded from the host's loopback.
+    pub(crate) async fn start_in(fabric: &Fabric) -> anyhow::Result<Self> {
+        Self::start_at(Some(fabric)).await
+    }
+
+    async fn start_at(fabric: Option<&Fabric>) -> anyhow::Result<Self> {
         let binary = sibling_binary("skiff-control-plane")?;
         let dir = tempfile::tempdir()?;
+        let (listen_peer, listen_api) = match fabric {
+            Some(fabric) => (
+                format!(
+                    "127.0.0.1:{}",
+                    fabric.ns.free_port(Ipv4Addr::LOCALHOST.into())?
+                ),
+                format!("{}:{}", Fabric::IP, fabric.ns.free_port(Fabric::IP.into())?),
+            ),
+            None => (
+                format!("127.0.0.1:{}", free_port()?),
+                format!("127.0.0.1:{}", free_port()?),
+            ),
+        };
         let args = vec![
             "--data-dir".to_owned(),
             dir.path().display().to_string(),
             "--listen-peer".to_owned(),
-            format!("127.0.0.1:{}", free_port()?),
+            listen_peer,
             "--listen-api".to_owned(),
-            format!("127.0.0.1:{}", free_port()?),
+            listen_api,
         ];
-        let mut process = Process::spawn("skiff-control-plane", &binary, &args, dir)?;
+        let mut process = Process::spawn_in(
+            fabric.map(|fabric| &fabric.ns),
+            "skiff-control-plane",
+            &binary,
+            &args,
+            dir,
+        )?;
         let line = process
             .wait_for_line("serving the API on", READY_TIMEOUT)
             .await?;
-        let base = line
+        let server_url = line
             .rsplit(' ')
             .next()
             .filter(|url| url.starts_with("http://"))
             .with_context(|| format!("no API address in {line:?}"))?
             .to_owned();
+        let (base, forwarder) = match fabric {
+            Some(fabric) => {
+                let target: SocketAddr = server_url
+                    .trim_start_matches("http://")
+                    .parse()
+                    .with_context(|| format!("no API address in {line:?}"))?;
+                let forwarder = fabric.ns.forward(target)?;
+                (format!("http://{}", forwarder.address()), Some(forwarder))
+            }
+            None => (server_url.clone(), None),
+        };
         let pid = process.pid().context("the control plane exited at once")?;
         Ok(Self {
             process,
             pid,
             api: Api::new(base),
+            server_url,
+            _forwarder: forwarder,
         })
     }
 

@@ -9,6 +9,10 @@
 //! removed (RECIPES.md); that wrapper's own cost is measured and subtracted.
 //! Memory: the agent's RSS idle, and with 100 running pods.
 //!
+//! The agent runs in its node's network namespace on a test fabric, with the control
+//! plane and registry in the fabric's (see [`crate::netns`]); the bench's API client
+//! reaches the control plane through a port forwarded from the host's loopback.
+//!
 //! Bounded: every wait has a deadline; every pod and crun container is deleted.
 
 use std::fmt::Write as _;
@@ -24,6 +28,7 @@ use tokio::time::{Instant, timeout};
 
 use crate::agent::NodeAgent;
 use crate::api_bench::{Api, Server, rss_kib};
+use crate::netns::Fabric;
 use crate::process::on_path;
 use crate::registry::{ImageSpec, TestRegistry};
 use crate::stats::Samples;
@@ -63,7 +68,10 @@ pub struct Report {
 
 /// Runs the benchmark.
 pub async fn bench(options: &Options) -> anyhow::Result<Report> {
-    let registry = TestRegistry::start()?;
+    // The agent runs in its own network namespace on a test fabric, where the control
+    // plane and registry run too (the API is forwarded to the host's loopback).
+    let fabric = Fabric::create()?;
+    let registry = TestRegistry::start_in(&fabric)?;
     let image = registry.push_busybox_image(
         "skiff/sleep:1",
         &ImageSpec {
@@ -72,9 +80,10 @@ pub async fn bench(options: &Options) -> anyhow::Result<Report> {
             ..ImageSpec::default()
         },
     )?;
-    let server = Server::start().await?;
+    let server = Server::start_in(&fabric).await?;
     server.wait_ready().await?;
-    let mut agent = NodeAgent::start(NODE, &server.api.base, &registry.address()).await?;
+    let mut agent =
+        NodeAgent::start_on(&fabric, NODE, &server.server_url, &registry.address()).await?;
     let agent_pid = agent.pid().context("the agent exited at once")?;
     let api = server.api.clone();
 

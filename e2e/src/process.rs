@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::{Instant, sleep, timeout};
 
+use crate::netns::NetNs;
+
 /// A running child process and its data directory.
 pub struct Process {
     /// What it is, for messages.
@@ -32,12 +34,29 @@ impl Process {
         args: &[String],
         dir: tempfile::TempDir,
     ) -> anyhow::Result<Self> {
+        Self::spawn_in(None, name, program, args, dir)
+    }
+
+    /// As [`Process::spawn`], inside `netns` when given (through `nsenter --net=`,
+    /// which execs `program`: the recorded PID is the program's own, and the process
+    /// shares the host's mount namespace).
+    pub fn spawn_in(
+        netns: Option<&NetNs>,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
         let stderr = if std::env::var_os("SKIFF_E2E_VERBOSE").is_some() {
             Stdio::inherit()
         } else {
             Stdio::null()
         };
-        let mut child = Command::new(program)
+        let mut command = match netns {
+            Some(netns) => Command::from(netns.command(program)),
+            None => Command::new(program),
+        };
+        let mut child = command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(stderr)

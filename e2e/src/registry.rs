@@ -1,12 +1,16 @@
-//! A real OCI registry for tests (Debian's `docker-registry` on 127.0.0.1, plain HTTP)
-//! and test images built from busybox-static with `umoci`, pushed with `skopeo`.
-//! Killed (by PID) and removed on drop.
+//! A real OCI registry for tests (Debian's `docker-registry`, plain HTTP, on the host's
+//! 127.0.0.1 or inside a test's [`Fabric`]) and test images built from busybox-static
+//! with `umoci`, pushed with `skopeo` (run inside the fabric when the registry is
+//! there). Killed (by PID) and removed on drop.
 
-use std::path::Path;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::netns::{Fabric, NetNs};
 
 /// Busybox applets linked into test images.
 const APPLETS: &[&str] = &[
@@ -49,16 +53,29 @@ impl Default for ImageSpec {
 /// A running `docker-registry`.
 pub struct TestRegistry {
     address: String,
+    /// The namespace it listens in (`None`: the host's loopback); `skopeo` runs there.
+    netns: Option<PathBuf>,
     dir: tempfile::TempDir,
     child: Child,
 }
 
 impl TestRegistry {
-    /// Starts a registry on a free loopback port and waits until it answers `/v2/`.
+    /// Starts a registry on a free loopback port of the host and waits until it
+    /// listens.
     pub fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir().context("creating the registry's dir")?;
         let port = crate::process::free_port()?;
-        let address = format!("127.0.0.1:{port}");
+        Self::start_at(None, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    }
+
+    /// Starts a registry inside `fabric`'s namespace on [`Fabric::IP`] (where every
+    /// node reaches it) and waits until it listens.
+    pub fn start_in(fabric: &Fabric) -> anyhow::Result<Self> {
+        let port = fabric.ns.free_port(Fabric::IP.into())?;
+        Self::start_at(Some(&fabric.ns), SocketAddr::from((Fabric::IP, port)))
+    }
+
+    fn start_at(netns: Option<&NetNs>, address: SocketAddr) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("creating the registry's dir")?;
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
@@ -67,7 +84,11 @@ impl TestRegistry {
                 dir.path().join("data").display()
             ),
         )?;
-        let child = Command::new("docker-registry")
+        let mut command = match netns {
+            Some(netns) => netns.command("docker-registry"),
+            None => Command::new("docker-registry"),
+        };
+        let child = command
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
@@ -75,30 +96,44 @@ impl TestRegistry {
             .spawn()
             .context("starting docker-registry (apt-get install docker-registry)")?;
         let registry = Self {
-            address,
+            address: address.to_string(),
+            netns: netns.map(|netns| netns.path().to_owned()),
             dir,
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&registry.address).is_err() {
-            if Instant::now() > deadline {
-                bail!(
-                    "docker-registry did not listen on {} within 20 s",
-                    registry.address
-                );
+        let step = Duration::from_millis(20);
+        loop {
+            let connected = match netns {
+                Some(netns) => netns.connect_blocking(address, step).is_ok(),
+                None => std::net::TcpStream::connect(address).is_ok(),
+            };
+            if connected {
+                return Ok(registry);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if Instant::now() > deadline {
+                bail!("docker-registry did not listen on {address} within 20 s");
+            }
+            std::thread::sleep(step);
         }
-        Ok(registry)
     }
 
-    /// `127.0.0.1:PORT`.
+    /// A command running `program` where the registry is reachable (inside its
+    /// namespace, if any).
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(netns) => crate::netns::command_in(netns, program),
+            None => Command::new(program),
+        }
+    }
+
+    /// `HOST:PORT`: `127.0.0.1:PORT`, or `10.77.0.1:PORT` inside a fabric.
     pub fn address(&self) -> String {
         self.address.clone()
     }
 
     /// Builds a busybox image per `spec` and pushes it as `repository:tag`; returns
-    /// the full reference (`127.0.0.1:PORT/repository:tag`).
+    /// the full reference (`HOST:PORT/repository:tag`).
     pub fn push_busybox_image(
         &self,
         repository_and_tag: &str,
@@ -107,7 +142,7 @@ impl TestRegistry {
         let layout = self.dir.path().join(format!("layout-{:016x}", rand_u64()));
         build_image(&layout, spec)?;
         let reference = format!("{}/{repository_and_tag}", self.address);
-        run(Command::new("skopeo").args([
+        run(self.command("skopeo").args([
             "copy",
             "--quiet",
             "--dest-tls-verify=false",
@@ -120,7 +155,7 @@ impl TestRegistry {
 
     /// The manifest digest the registry serves for `repository:tag`.
     pub fn digest(&self, repository_and_tag: &str) -> anyhow::Result<String> {
-        let output = run(Command::new("skopeo").args([
+        let output = run(self.command("skopeo").args([
             "inspect",
             "--tls-verify=false",
             "--format",

@@ -1,30 +1,42 @@
-//! The node agent end to end: a real control plane, a real `skiff-node-agent`, a real
-//! local registry serving images built from busybox, and pods bound to the node run as
-//! containers in kernel namespaces and cgroups.
+//! The node agent end to end: a real control plane, a real `skiff-node-agent` in its
+//! node's network namespace, a real local registry serving images built from busybox,
+//! and pods bound to the node run as containers in kernel namespaces and cgroups.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skiff_e2e::agent::NodeAgent;
+use skiff_e2e::netns::Fabric;
 use skiff_e2e::registry::{ImageSpec, TestRegistry};
 use skiff_proto::node::agent_client::AgentClient;
 use skiff_proto::node::{ExecInput, ExecStart, exec_input, exec_output};
 
-use crate::harness::{ControlPlane, ok, stdout};
+use crate::harness::{self, ControlPlane, ok, stdout};
 
 /// A control plane, one agent and a registry holding `skiff/httpd:1` (busybox httpd
-/// serving /www on port 80) and `skiff/busybox:1` (a shell).
+/// serving /www on port 80) and `skiff/busybox:1` (a shell), on a test fabric: the
+/// agent runs in its node's network namespace.
+///
+/// Fields drop in order: the agent (reset inside its namespace), the control plane,
+/// the registry, the fabric.
 struct Cluster {
-    plane: ControlPlane,
     agent: NodeAgent,
+    plane: ControlPlane,
     registry: TestRegistry,
+    _fabric: Fabric,
     httpd: String,
     busybox: String,
 }
 
 impl Cluster {
     async fn start(node: &str) -> Self {
-        let registry = TestRegistry::start().unwrap();
+        let harness::Cluster {
+            mut agents,
+            plane,
+            registry,
+            fabric,
+        } = harness::Cluster::start(&[node], &[]).await;
         let httpd = registry
             .push_busybox_image(
                 "skiff/httpd:1",
@@ -45,18 +57,11 @@ impl Cluster {
         let busybox = registry
             .push_busybox_image("skiff/busybox:1", &ImageSpec::default())
             .unwrap();
-        let plane = ControlPlane::start().await;
-        let agent = NodeAgent::start(
-            node,
-            &format!("http://{}", plane.address),
-            &registry.address(),
-        )
-        .await
-        .unwrap();
         Self {
+            agent: agents.pop().unwrap(),
             plane,
-            agent,
             registry,
+            _fabric: fabric,
             httpd,
             busybox,
         }
@@ -117,8 +122,9 @@ impl Cluster {
         .await
     }
 
-    /// The agent's gRPC address (from the Node's daemon endpoint).
-    fn agent_url(&self) -> String {
+    /// The agent's gRPC address inside its node's namespace (the Node's InternalIP
+    /// and daemon endpoint port).
+    fn agent_address(&self) -> SocketAddr {
         let node: Value = serde_json::from_str(&ok(&self.plane.kubectl(&[
             "get",
             "node",
@@ -127,13 +133,27 @@ impl Cluster {
             "json",
         ])))
         .unwrap();
+        let address = node["status"]["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["type"] == "InternalIP")
+            .unwrap()["address"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(address, self.agent.node.ip.to_string(), "{node}");
         let port = &node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"];
-        format!("http://127.0.0.1:{port}")
+        format!("{address}:{port}").parse().unwrap()
     }
 
-    /// Runs `command` in a container through the agent's Exec service.
+    /// Runs `command` in a container through the agent's Exec service, reached from
+    /// the host through a port forwarded into the node's namespace.
     async fn exec(&self, pod: &Value, container: &str, command: &[&str]) -> (i32, String) {
-        let mut client = AgentClient::connect(self.agent_url()).await.unwrap();
+        let forwarder = self.agent.netns().forward(self.agent_address()).unwrap();
+        let mut client = AgentClient::connect(format!("http://{}", forwarder.address()))
+            .await
+            .unwrap();
         let start = ExecInput {
             input: Some(exec_input::Input::Start(ExecStart {
                 pod_uid: pod["metadata"]["uid"].as_str().unwrap().to_owned(),
@@ -320,9 +340,22 @@ async fn pods_run_serve_http_log_exec_and_leave_nothing_behind() {
         .output()
         .unwrap();
     assert_eq!(stdout(&fetched).trim(), "hello", "{fetched:?}");
-    // The hostNetwork pod answers on the host.
-    let body = reqwest_get(&format!("http://127.0.0.1:{port}/")).await;
+    // The hostNetwork pod answers in the node's network namespace (where its agent
+    // runs), not in the host's.
+    let stream = cluster
+        .agent
+        .netns()
+        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
+        .unwrap();
+    let body = http_get(stream, &format!("127.0.0.1:{port}")).await;
     assert_eq!(body.trim(), "hello");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "the hostNetwork pod listens in the node's namespace only"
+    );
 
     // Logs: httpd -vv logs each request to stderr.
     let logs = ok(&cluster.plane.kubectl(&["logs", "web"]));
@@ -338,6 +371,14 @@ async fn pods_run_serve_http_log_exec_and_leave_nothing_behind() {
     assert_eq!(code, 7);
     let pid = cluster.container_pid(&web, "httpd");
     let host_pid = cluster.container_pid(&host, "httpd");
+    assert!(
+        cluster.agent.netns().contains(host_pid).unwrap(),
+        "the hostNetwork pod shares its node's network namespace"
+    );
+    assert!(
+        !cluster.agent.netns().contains(pid).unwrap(),
+        "a pod has its own network namespace"
+    );
     let ours = std::fs::read_link("/proc/self/ns/pid").unwrap();
     assert_ne!(
         std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
@@ -497,18 +538,11 @@ async fn a_killed_agent_adopts_its_running_containers() {
     cluster.assert_clean(&[uid], &[pid]);
 }
 
-/// One plain HTTP GET from the host.
-async fn reqwest_get(url: &str) -> String {
-    let address = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+/// One plain HTTP GET of `/` over `stream` (already connected to `host`); the body.
+async fn http_get(mut stream: tokio::net::TcpStream, host: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
-        .write_all(format!("GET / HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut response = String::new();

@@ -153,7 +153,10 @@ async fn kubectl_workflow_against_skiff() {
     ]));
     assert_eq!(replicas, "3");
     let names = ok(&kubectl(&["get", "deploy,svc", "-A", "-o", "name"]));
-    assert_eq!(names, "deployment.apps/web\nservice/web\n");
+    assert_eq!(
+        names,
+        "deployment.apps/web\nservice/kubernetes\nservice/web\n"
+    );
 
     // === describe
     let described = ok(&kubectl(&["describe", "deployment", "web", "-n", "demo"]));
@@ -604,7 +607,7 @@ async fn skiff_workflow_against_skiff() {
     assert_eq!(replicas, "3");
     assert_eq!(
         ok(&skiff(&["get", "deploy,svc", "-A", "-o", "name"])),
-        "deployment.apps/web\nservice/web\n"
+        "deployment.apps/web\nservice/kubernetes\nservice/web\n"
     );
     let selected = ok(&skiff(&["get", "svc", "-A", "-l", "app=web", "-o", "name"]));
     assert_eq!(selected, "service/web\n");

@@ -1,5 +1,6 @@
 //! Desired state reconciled end to end: a control plane (scheduler and controllers
-//! inside) and two real node agents run `manifests/`, driven once by `skiff` and once
+//! inside, in a test fabric's network namespace) and two real node agents (each in its
+//! node's namespace) run `manifests/`, driven once by `skiff` and once
 //! by the real `kubectl`: scale, rolling update, rollback, self-healing, an
 //! unschedulable pod, a lost node's pods rescheduled, namespace deletion.
 
@@ -8,26 +9,41 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skiff_e2e::agent::NodeAgent;
+use skiff_e2e::netns::Fabric;
+use skiff_e2e::registry::TestRegistry;
 
-use crate::harness::{ControlPlane, ok, stdout};
+use crate::harness::{self, ControlPlane, ok, stdout};
 
-/// A control plane with short node timeouts and two agents holding the demo images.
+/// A control plane with short node timeouts and two agents holding the demo images,
+/// on a test fabric: each agent runs in its own node's network namespace.
+///
+/// Fields drop in order: the agents (reset inside their namespaces), the control
+/// plane, the rest.
 struct Cluster {
-    plane: ControlPlane,
     agents: Vec<NodeAgent>,
+    plane: ControlPlane,
+    _registry: TestRegistry,
+    _fabric: Fabric,
 }
 
 impl Cluster {
     async fn start(nodes: &[&str]) -> Self {
         // Lost nodes: Unknown after 4 s without heartbeats, their pods evicted 2 s later.
-        let plane = ControlPlane::start_with(&[
-            "--node-monitor-grace-period",
-            "4",
-            "--pod-eviction-timeout",
-            "2",
-        ])
+        let harness::Cluster {
+            agents,
+            plane,
+            registry,
+            fabric,
+        } = harness::Cluster::start(
+            nodes,
+            &[
+                "--node-monitor-grace-period",
+                "4",
+                "--pod-eviction-timeout",
+                "2",
+            ],
+        )
         .await;
-        let server = format!("http://{}", plane.address);
         let mut archives = Vec::new();
         for tag in ["1", "2"] {
             let path = plane.write(&format!("httpd-{tag}.tar"), "");
@@ -41,18 +57,19 @@ impl Cluster {
             ]));
             archives.push(path);
         }
-        let mut agents = Vec::new();
-        for node in nodes {
-            let agent = NodeAgent::start(node, &server, "127.0.0.1:1")
-                .await
-                .unwrap();
+        // The images go straight into each node's store (no registry involved).
+        for agent in &agents {
             let data_dir = agent.data_dir.display().to_string();
             let mut args = vec!["images", "import", "--data-dir", &data_dir];
             args.extend(archives.iter().map(String::as_str));
             ok(&plane.skiff(&args));
-            agents.push(agent);
         }
-        Self { plane, agents }
+        Self {
+            agents,
+            plane,
+            _registry: registry,
+            _fabric: fabric,
+        }
     }
 
     /// Runs `client` (`skiff` or `kubectl`) with `args`.

@@ -1,44 +1,48 @@
 //! `kubectl exec` end to end: the real kubectl opens a WebSocket (v5.channel.k8s.io)
-//! to the control plane, which relays it to the `Exec` call of the node agent that
-//! runs the pod.
+//! to the control plane (in the test fabric's network namespace, reached through a
+//! forwarded port), which relays it to the `Exec` call of the node agent that runs the
+//! pod (in its node's namespace).
 
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skiff_e2e::agent::NodeAgent;
+use skiff_e2e::netns::Fabric;
 use skiff_e2e::registry::{ImageSpec, TestRegistry};
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{ControlPlane, fails, ok, stderr, stdout, workspace};
+use crate::harness::{self, ControlPlane, fails, ok, stderr, stdout, workspace};
 
-/// A control plane, one agent, and a registry holding `skiff/busybox:1`.
+/// A control plane, one agent, and a registry holding `skiff/busybox:1`, on a test
+/// fabric: the agent runs in its node's network namespace.
+///
+/// Fields drop in order: the agent (reset inside its namespace), the control plane,
+/// the registry (kept alive: the agent pulls from it), the fabric.
 struct Cluster {
-    plane: ControlPlane,
     agent: NodeAgent,
-    // Kept alive: the agent pulls from it.
+    plane: ControlPlane,
     _registry: TestRegistry,
+    _fabric: Fabric,
     busybox: String,
 }
 
 impl Cluster {
     async fn start(node: &str) -> Self {
-        let registry = TestRegistry::start().unwrap();
+        let harness::Cluster {
+            mut agents,
+            plane,
+            registry,
+            fabric,
+        } = harness::Cluster::start(&[node], &[]).await;
         let busybox = registry
             .push_busybox_image("skiff/busybox:1", &ImageSpec::default())
             .unwrap();
-        let plane = ControlPlane::start().await;
-        let agent = NodeAgent::start(
-            node,
-            &format!("http://{}", plane.address),
-            &registry.address(),
-        )
-        .await
-        .unwrap();
         Self {
+            agent: agents.pop().unwrap(),
             plane,
-            agent,
             _registry: registry,
+            _fabric: fabric,
             busybox,
         }
     }

@@ -1,12 +1,18 @@
 //! A control plane per test, a kubeconfig pointing at it, and the clients that talk to
-//! it: `kubectl`, `skiff`, and raw HTTP for inputs no client would send.
+//! it: `kubectl`, `skiff`, and raw HTTP for inputs no client would send; and a
+//! [`Cluster`]: a control plane, a registry and node agents, each node in its own
+//! network namespace on a test fabric, so no agent touches the host's network.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use skiff_e2e::agent::NodeAgent;
+use skiff_e2e::netns::{Fabric, Forwarder};
 use skiff_e2e::process::{Process, free_port, sibling_binary};
+use skiff_e2e::registry::TestRegistry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -18,15 +24,24 @@ pub fn workspace() -> PathBuf {
         .to_owned()
 }
 
-/// A running single-member control plane and a client setup for it.
+/// A running single-member control plane and a client setup for it. It runs on the
+/// host's loopback ([`ControlPlane::start`]) or inside a test fabric
+/// ([`ControlPlane::start_in`]); either way `address` and the kubeconfig name a port
+/// on the host's 127.0.0.1, so clients are the same.
 pub struct ControlPlane {
-    /// `127.0.0.1:PORT` of the API.
+    /// `127.0.0.1:PORT` of the API, on the host (forwarded into the fabric if it runs
+    /// there).
     pub address: String,
+    /// The API's URL as nodes see it: `http://10.77.0.1:PORT` in a fabric, otherwise
+    /// `http://{address}`.
+    pub server: String,
     /// A kubeconfig naming the API (in `scratch`).
     pub kubeconfig: PathBuf,
     /// Files a test writes (kubectl's cache, edited manifests).
     pub scratch: tempfile::TempDir,
     process: Process,
+    /// Relays `address` to the API inside the fabric; `None` on the host.
+    _forwarder: Option<Forwarder>,
 }
 
 impl ControlPlane {
@@ -37,38 +52,77 @@ impl ControlPlane {
 
     /// Starts `skiff-control-plane` with `extra` flags (e.g. shorter node timeouts).
     pub async fn start_with(extra: &[&str]) -> Self {
+        Self::start_at(None, extra).await
+    }
+
+    /// Starts `skiff-control-plane` with `extra` flags inside `fabric`, serving the API
+    /// on [`Fabric::IP`] (where nodes reach it) and forwarded to the host's loopback.
+    pub async fn start_in(fabric: &Fabric, extra: &[&str]) -> Self {
+        Self::start_at(Some(fabric), extra).await
+    }
+
+    async fn start_at(fabric: Option<&Fabric>, extra: &[&str]) -> Self {
         let binary = sibling_binary("skiff-control-plane").unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let (listen_peer, listen_api) = match fabric {
+            Some(fabric) => (
+                format!(
+                    "127.0.0.1:{}",
+                    fabric.ns.free_port(Ipv4Addr::LOCALHOST.into()).unwrap()
+                ),
+                format!("{}:0", Fabric::IP),
+            ),
+            None => (
+                format!("127.0.0.1:{}", free_port().unwrap()),
+                "127.0.0.1:0".to_owned(),
+            ),
+        };
         let mut args = vec![
             "--data-dir".to_owned(),
             dir.path().display().to_string(),
             "--listen-peer".to_owned(),
-            format!("127.0.0.1:{}", free_port().unwrap()),
+            listen_peer,
             "--listen-api".to_owned(),
-            "127.0.0.1:0".to_owned(),
+            listen_api,
         ];
         args.extend(extra.iter().map(|a| (*a).to_owned()));
-        let mut process = Process::spawn("skiff-control-plane", &binary, &args, dir).unwrap();
+        let mut process = Process::spawn_in(
+            fabric.map(|fabric| &fabric.ns),
+            "skiff-control-plane",
+            &binary,
+            &args,
+            dir,
+        )
+        .unwrap();
         let line = process
             .wait_for_line("serving the API on", Duration::from_secs(60))
             .await
             .unwrap();
-        let url = line.rsplit(' ').next().unwrap().to_owned();
-        let address = url.trim_start_matches("http://").to_owned();
+        let server = line.rsplit(' ').next().unwrap().to_owned();
+        let (address, forwarder) = match fabric {
+            Some(fabric) => {
+                let target: SocketAddr = server.trim_start_matches("http://").parse().unwrap();
+                let forwarder = fabric.ns.forward(target).unwrap();
+                (forwarder.address().to_string(), Some(forwarder))
+            }
+            None => (server.trim_start_matches("http://").to_owned(), None),
+        };
         let scratch = tempfile::tempdir().unwrap();
         let kubeconfig = scratch.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {url}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\nusers:\n- name: admin\n  user: {{}}\ncurrent-context: skiff\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: http://{address}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\nusers:\n- name: admin\n  user: {{}}\ncurrent-context: skiff\n"
             ),
         )
         .unwrap();
         let plane = Self {
             address,
+            server,
             kubeconfig,
             scratch,
             process,
+            _forwarder: forwarder,
         };
         // The system namespaces are created in the background; wait for `default`.
         for _ in 0..200 {
@@ -166,6 +220,47 @@ impl ControlPlane {
             .unwrap_or(0);
         let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
         (code, body)
+    }
+}
+
+/// A whole cluster on one test fabric: the control plane and a registry inside the
+/// fabric's namespace (on [`Fabric::IP`]), and one agent per node, each in its own
+/// namespace plugged into the fabric. The host reaches the API through the plane's
+/// forwarded `address`; nothing runs in the host's network namespace.
+///
+/// Fields drop in order: the agents (killed, reset inside their namespaces, which are
+/// then deleted), the control plane, the registry, and last the fabric.
+pub struct Cluster {
+    /// One agent per node, in the order the nodes were named.
+    pub agents: Vec<NodeAgent>,
+    /// The control plane (inside the fabric).
+    pub plane: ControlPlane,
+    /// A registry the agents trust over plain HTTP (inside the fabric).
+    pub registry: TestRegistry,
+    /// The fabric joining the nodes.
+    pub fabric: Fabric,
+}
+
+impl Cluster {
+    /// Starts a fabric, a registry, a control plane with `plane_flags`, and an agent
+    /// per name in `nodes`, each registered before this returns.
+    pub async fn start(nodes: &[&str], plane_flags: &[&str]) -> Self {
+        let fabric = Fabric::create().unwrap();
+        let registry = TestRegistry::start_in(&fabric).unwrap();
+        let plane = ControlPlane::start_in(&fabric, plane_flags).await;
+        let mut agents = Vec::new();
+        for node in nodes {
+            let agent = NodeAgent::start_on(&fabric, node, &plane.server, &registry.address())
+                .await
+                .unwrap();
+            agents.push(agent);
+        }
+        Self {
+            agents,
+            plane,
+            registry,
+            fabric,
+        }
     }
 }
 
