@@ -156,6 +156,12 @@ impl ControlPlane {
     /// Runs a client with `stdin` as its input.
     pub fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
         let mut command = Command::new(program);
+        // kubectl's own flags go first: after `exec POD --` everything is the command's.
+        if program == "kubectl" {
+            command
+                .arg("--cache-dir")
+                .arg(self.scratch.path().join("kube-cache"));
+        }
         command
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
@@ -164,11 +170,6 @@ impl ControlPlane {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if program == "kubectl" {
-            command
-                .arg("--cache-dir")
-                .arg(self.scratch.path().join("kube-cache"));
-        }
         let mut child = command.spawn().unwrap();
         let mut input = child.stdin.take().unwrap();
         std::io::Write::write_all(&mut input, stdin.unwrap_or_default().as_bytes()).unwrap();

@@ -1,5 +1,8 @@
 //! End-to-end tests: the real binaries (`skiff-control-plane`, `skiff`) driven as a
-//! user drives them, with the real `/usr/bin/kubectl` beside `skiff`.
+//! user drives them, with the real `/usr/bin/kubectl` beside `skiff`. Tests that run
+//! node agents run each in its own network namespace on a test fabric
+//! (`harness::Cluster`); the clients reach the control plane through a port forwarded
+//! from the host's loopback.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,3 +14,4 @@ mod api;
 mod cluster;
 mod exec;
 mod harness;
+mod network;
