@@ -77,10 +77,9 @@ impl<T: DeserializeOwned + Metadata<Ty = ObjectMeta>> Mirror<T> {
             }
             WatchChange::Synced => {
                 if let Some(listing) = self.listing.take() {
-                    let before = self.objects.len();
                     self.objects.retain(|key, _| listing.contains(key));
-                    self.dirty |= self.objects.len() != before;
                 }
+                // A completed list always counts as a change (the first sync waits for it).
                 self.dirty = true;
                 self.synced = true;
             }
