@@ -374,8 +374,19 @@ async fn skiff_runs_the_manifests_and_a_lost_nodes_pods_move() {
     let mut cluster = Cluster::start(&["node-a", "node-b"]).await;
     scenario(&cluster, "skiff").await;
 
-    // Kill node-b's agent: after the grace period its pods move to node-a.
+    // Kill node-b's agent: after the grace period it is tainted unreachable
+    // and its pods move to node-a. (The scheduler may already have put both
+    // replicas on node-a, so the taint is awaited rather than assumed.)
     cluster.agents[1].kill().await;
+    cluster
+        .wait("node-b tainted unreachable", Duration::from_secs(60), |c| {
+            let taints = c.json(&["get", "node", "node-b"])["spec"]["taints"].to_string();
+            taints
+                .contains("node.kubernetes.io/unreachable")
+                .then_some(())
+                .ok_or(taints)
+        })
+        .await;
     cluster
         .wait("web's pods all on node-a", Duration::from_secs(60), |c| {
             let pods = c.pods("web");
@@ -386,12 +397,6 @@ async fn skiff_runs_the_manifests_and_a_lost_nodes_pods_move() {
                 .ok_or_else(|| format!("{:?}", pods.iter().map(node_of).collect::<Vec<_>>()))
         })
         .await;
-    let node = cluster.json(&["get", "node", "node-b"]);
-    let taints = node["spec"]["taints"].to_string();
-    assert!(
-        taints.contains("node.kubernetes.io/unreachable"),
-        "{taints}"
-    );
 
     delete_demo(&cluster, "skiff").await;
 }
