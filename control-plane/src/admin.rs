@@ -1,13 +1,15 @@
-//! Operator commands that talk to a running member over its peer port
-//! (`skiff-control-plane member list|remove`).
+//! Operator commands: `skiff-control-plane member list|remove` and `snapshot save` talk
+//! to a running member over its peer port; `snapshot restore` works offline.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use anyhow::Context;
 use skiff_proto::store::raft_client::RaftClient;
-use skiff_proto::store::{MembersReply, MembersRequest, RemoveMemberRequest};
+use skiff_proto::store::{MembersReply, MembersRequest, RemoveMemberRequest, SnapshotRequest};
 
 use crate::store::peer_url;
+use crate::store::snapshot::{self, SnapshotWriter};
 
 async fn client(peer: &str) -> anyhow::Result<RaftClient<tonic::transport::Channel>> {
     RaftClient::connect(peer_url(peer))
@@ -33,6 +35,48 @@ pub async fn remove_member(peer: &str, node_id: u64) -> anyhow::Result<String> {
         .await
         .with_context(|| format!("failed to remove member {node_id} via {peer}"))?;
     Ok(render_members(&reply.into_inner()))
+}
+
+/// Saves a linearizable copy of the whole keyspace, taken by the member at `peer`, to
+/// `path` (atomically), and says what it holds.
+pub async fn save_snapshot(peer: &str, path: &Path) -> anyhow::Result<String> {
+    let mut chunks = client(peer)
+        .await?
+        .snapshot(SnapshotRequest {})
+        .await
+        .with_context(|| format!("failed to take a snapshot via {peer}"))?
+        .into_inner();
+    let mut file = SnapshotWriter::create(path)?;
+    while let Some(chunk) = chunks
+        .message()
+        .await
+        .with_context(|| format!("failed to receive the snapshot from {peer}"))?
+    {
+        file.write(&chunk.data)?;
+    }
+    let info = file.commit()?;
+    Ok(format!(
+        "Snapshot saved at {} (revision {}, {} keys, {} bytes)\n",
+        path.display(),
+        info.revision,
+        info.keys,
+        info.bytes
+    ))
+}
+
+/// Verifies the snapshot at `file` and creates `data_dir` from it, for a new
+/// one-member cluster; says what it holds and how to start it.
+pub fn restore_snapshot(file: &Path, data_dir: &Path) -> anyhow::Result<String> {
+    let info = snapshot::restore(file, data_dir)?;
+    Ok(format!(
+        "Restored {} (revision {}, {} keys) into {}; start it with \
+         `skiff-control-plane --data-dir {}` to run a new one-member cluster\n",
+        file.display(),
+        info.revision,
+        info.keys,
+        data_dir.display(),
+        data_dir.display()
+    ))
 }
 
 fn render_members(reply: &MembersReply) -> String {

@@ -67,6 +67,32 @@ enum Command {
         #[command(subcommand)]
         action: MemberAction,
     },
+    /// Back up the store through a running member, or restore a backup into a new data
+    /// directory (like `etcdctl snapshot save` and `etcdutl snapshot restore`).
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotAction {
+    /// Save a consistent copy of the whole keyspace, taken by a running member.
+    Save {
+        /// The snapshot file to write.
+        file: PathBuf,
+        /// Peer address of any member.
+        #[arg(long, default_value = "127.0.0.1:2380")]
+        peer: String,
+    },
+    /// Create a new data directory from a snapshot, for a new one-member cluster.
+    Restore {
+        /// The snapshot file to read.
+        file: PathBuf,
+        /// The data directory to create (it must not exist or be empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +144,18 @@ async fn run() -> anyhow::Result<()> {
                 skiff_control_plane::admin::remove_member(&peer, node_id).await?
             );
         }
+        Some(Command::Snapshot {
+            action: SnapshotAction::Save { file, peer },
+        }) => print!(
+            "{}",
+            skiff_control_plane::admin::save_snapshot(&peer, &file).await?
+        ),
+        Some(Command::Snapshot {
+            action: SnapshotAction::Restore { file, data_dir },
+        }) => print!(
+            "{}",
+            skiff_control_plane::admin::restore_snapshot(&file, &data_dir)?
+        ),
         None => {
             let network = skiff_control_plane::NetworkSettings::build(
                 &flags.cluster_cidr,

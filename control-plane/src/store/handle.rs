@@ -22,7 +22,9 @@ use super::network::{NetworkFactory, Peers};
 use super::propose::{Proposed, Proposer};
 use super::state_machine::{RangeResult, Reader, StateMachine};
 use super::watch::{WatchHub, WatchStream};
-use super::{Config, Error, KeyValue, NodeId, Op, Raft, Result, Tuning, Txn, TxnOutcome, service};
+use super::{
+    Config, Error, KeyValue, NodeId, Op, Raft, Result, Tuning, Txn, TxnOutcome, service, snapshot,
+};
 
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -94,6 +96,22 @@ impl Store {
         let log_db = Db::open_log(&config.data_dir)?;
         let state_db = Db::open_state(&config.data_dir)?;
         let node_id = load_or_create_node_id(&log_db)?;
+        if let Some(restored) = snapshot::import_pending(
+            &config.data_dir,
+            &log_db,
+            &state_db,
+            node_id,
+            &address,
+            config.join.as_deref(),
+        )
+        .map_err(|e| Error::database("importing the restored snapshot", e))?
+        {
+            tracing::info!(
+                revision = restored.revision,
+                keys = restored.keys,
+                "restored the store from a snapshot; this member founds a new cluster"
+            );
+        }
 
         let tuning = config.tuning.clone();
         let raft_config = openraft::Config {
@@ -274,6 +292,17 @@ impl Store {
     ) -> Result<RangeResult> {
         self.read_barrier(consistency).await?;
         Ok(self.inner.reader.range(prefix, start_after, limit))
+    }
+
+    /// A snapshot file (see `snapshot`) of the whole keyspace at one revision that
+    /// reflects every write acknowledged before the call (read-index first).
+    pub async fn snapshot(&self) -> Result<Vec<u8>> {
+        self.read_barrier(Consistency::Linearizable).await?;
+        let reader = self.inner.reader.clone();
+        // Copying and hashing a large keyspace must not hold up the runtime's workers.
+        tokio::task::spawn_blocking(move || snapshot::encode(&reader.export()))
+            .await
+            .map_err(|e| Error::Raft(format!("snapshot task failed: {e}")))
     }
 
     /// Applies `txn` through Raft (forwarding to the leader if needed) and returns its

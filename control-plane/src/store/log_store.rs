@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 use super::db::{self, Db, LOG, RAFT_META};
 use super::{Error, NodeId, TypeConfig};
 
-const VOTE: &str = "vote";
-const LAST_PURGED: &str = "last_purged";
+pub(super) const VOTE: &str = "vote";
+pub(super) const LAST_PURGED: &str = "last_purged";
 
 /// An appended entry that may not be on disk yet.
 struct Pending {

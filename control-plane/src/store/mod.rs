@@ -9,6 +9,8 @@
 //! - `network`: openraft's network over tonic, and clients of other members.
 //! - `service`: the gRPC `Raft` and `Kv` services members and clients call.
 //! - `handle`: [`Store`], the API the rest of the control plane uses.
+//! - `snapshot`: backup files of the keyspace (`snapshot save|restore`) and their import
+//!   into a new member.
 //!
 //! Keys are `/registry/<group>/<resource>/<namespace>/<name>`; every committed
 //! transaction gets the next global revision, which objects carry as
@@ -20,6 +22,7 @@ mod log_store;
 mod network;
 mod propose;
 mod service;
+pub mod snapshot;
 mod state_machine;
 mod watch;
 

@@ -186,7 +186,31 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<pb::MembersReply>, Status> {
         Ok(Response::new(self.members_reply()))
     }
+
+    type SnapshotStream = SnapshotChunks;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let file = self.store.snapshot().await?;
+        let n_chunks = file.len().div_ceil(SNAPSHOT_CHUNK_BYTES);
+        let chunks = (0..n_chunks).map(move |chunk_idx| {
+            let start = chunk_idx * SNAPSHOT_CHUNK_BYTES;
+            let end = (start + SNAPSHOT_CHUNK_BYTES).min(file.len());
+            Ok(pb::SnapshotChunk {
+                data: file[start..end].to_vec(),
+            })
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
 }
+
+/// Size of the chunks a snapshot file is streamed in: far below the message limits of
+/// any client (tonic's default is 4 MiB).
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+type SnapshotChunks = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
 
 impl RaftService {
     fn members_reply(&self) -> pb::MembersReply {

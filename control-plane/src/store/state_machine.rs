@@ -83,6 +83,23 @@ struct SnapshotBody {
 
 type Shared = Arc<RwLock<Keyspace>>;
 
+/// The keyspace at one revision, encoded as a snapshot body.
+pub(super) struct Exported {
+    /// The revision of the copy.
+    pub revision: u64,
+    /// How many keys it holds.
+    pub keys: u64,
+    /// The encoded [`SnapshotBody`].
+    pub body: Vec<u8>,
+}
+
+/// The revision and number of keys of an encoded snapshot body, or why it does not
+/// decode.
+pub(super) fn inspect_body(body: &[u8]) -> Result<(u64, u64), redb::Error> {
+    let body: SnapshotBody = db::decode(body)?;
+    Ok((body.revision, body.records.len() as u64))
+}
+
 /// The state machine openraft drives.
 pub(crate) struct StateMachine {
     state: Shared,
@@ -165,6 +182,26 @@ impl Reader {
         }
     }
 
+    /// The whole keyspace at the current revision, for a backup: the revision, the
+    /// number of keys, and the snapshot body encoded as Raft snapshots encode it.
+    pub(super) fn export(&self) -> Exported {
+        // Copy under the lock, encode after it: applies wait only for the copy.
+        let (revision, records) = {
+            let state = read(&self.state);
+            let records: Vec<(String, Record)> = state
+                .records
+                .iter()
+                .map(|(key, record)| (key.clone(), record.clone()))
+                .collect();
+            (state.revision, records)
+        };
+        Exported {
+            revision,
+            keys: records.len() as u64,
+            body: db::encode(&SnapshotBody { revision, records }),
+        }
+    }
+
     /// Events under `prefix` with revisions after `after`, and the revision they run up
     /// to; [`Error::Compacted`] if some were already dropped.
     pub fn history(&self, prefix: &str, after: u64) -> Result<(Vec<Event>, u64)> {
@@ -221,7 +258,6 @@ impl StateMachine {
     }
 
     /// Stores a snapshot durably in `state.redb`.
-    /// Stores a snapshot durably in `state.redb`.
     async fn persist_snapshot(
         &self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
@@ -265,6 +301,21 @@ pub(super) async fn persist_snapshot(
     .map_err(|e| Error::Raft(format!("snapshot write task failed: {e}")))??;
     durable.send_modify(|mark| *mark = (*mark).max(index));
     Ok(data)
+}
+
+/// Replaces the stored snapshot with `meta` and `body` (fsynced), before the state
+/// machine is opened: how a restored backup becomes a member's starting state.
+pub(super) fn replace_snapshot(
+    db: &Db,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    body: &[u8],
+) -> Result<()> {
+    db.write(Durability::Immediate, |txn| {
+        let mut table = txn.open_table(SNAPSHOT)?;
+        table.insert(SNAPSHOT_META, db::encode(meta).as_slice())?;
+        table.insert(SNAPSHOT_DATA, body)?;
+        Ok(())
+    })
 }
 
 /// A snapshot as stored: its metadata and its encoded body.

@@ -793,3 +793,320 @@ async fn a_snapshot_install_expires_only_watches_from_before_it() {
     tasks.close();
     tasks.wait().await;
 }
+
+/// Every key under `/` as it is stored, with the revision the read observed.
+async fn everything(store: &Store) -> (Vec<KeyValue>, u64) {
+    let all = store
+        .range("/", None, 0, Consistency::Linearizable)
+        .await
+        .unwrap();
+    (all.kvs, all.revision)
+}
+
+fn revision_of(kvs: &[KeyValue], key: &str) -> u64 {
+    kvs.iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| kv.mod_revision)
+        .unwrap()
+}
+
+/// Fills a store with 300 keys, then updates some and deletes others.
+async fn fill(store: &Store) {
+    for idx in 0..300 {
+        store
+            .create(&format!("/b/{idx:03}"), format!("v{idx}").into_bytes())
+            .await
+            .unwrap();
+    }
+    for idx in (0..300).step_by(7) {
+        store
+            .update(&format!("/b/{idx:03}"), b"updated".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    for idx in (0..300).step_by(5) {
+        store.delete(&format!("/b/{idx:03}"), None).await.unwrap();
+    }
+}
+
+/// The entries of a directory, for checking nothing was left behind.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_snapshot_restores_into_a_new_cluster_at_the_same_revision() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = member(&source_dir, None, test_tuning()).await;
+    wait_until("leadership", || source.is_leader()).await;
+    fill(&source).await;
+    let (kvs, revision) = everything(&source).await;
+    assert_eq!(kvs.len(), 300 - 60);
+
+    // Save through the peer port, as `snapshot save` does.
+    let backups = tempfile::tempdir().unwrap();
+    let file = backups.path().join("backup.snap");
+    let printed = crate::admin::save_snapshot(source.address(), &file)
+        .await
+        .unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(
+        printed,
+        format!(
+            "Snapshot saved at {} (revision {revision}, 240 keys, {size} bytes)\n",
+            file.display()
+        )
+    );
+    assert_eq!(
+        entries(backups.path()),
+        ["backup.snap"],
+        "no temp file left"
+    );
+    source.shutdown().await;
+
+    let targets = tempfile::tempdir().unwrap();
+    let data_dir = targets.path().join("restored");
+    let info = snapshot::restore(&file, &data_dir).unwrap();
+    assert_eq!(
+        (info.revision, info.keys, info.bytes),
+        (revision, 240, size)
+    );
+    assert_eq!(entries(&data_dir), [snapshot::RESTORE_FILE]);
+
+    let config = Config {
+        data_dir: data_dir.clone(),
+        listen_peer: "127.0.0.1:0".parse().unwrap(),
+        advertise_peer: None,
+        join: None,
+        tuning: test_tuning(),
+    };
+    let restored = Store::open(config.clone()).await.unwrap();
+    wait_until("leadership of the restored member", || restored.is_leader()).await;
+    assert!(
+        !data_dir.join(snapshot::RESTORE_FILE).exists(),
+        "the import consumes the file"
+    );
+    assert_eq!(
+        restored.members(),
+        vec![Member {
+            node_id: restored.node_id(),
+            address: restored.address().to_owned(),
+            voter: true
+        }],
+        "membership is reset to the new member"
+    );
+    assert_eq!(everything(&restored).await, (kvs.clone(), revision));
+    assert_eq!(
+        restored
+            .get("/b/000", Consistency::Linearizable)
+            .await
+            .unwrap(),
+        (None, revision),
+        "deleted keys stay deleted"
+    );
+
+    // History before the snapshot is gone; watches from its revision on work.
+    match restored.watch("/b/", revision - 1, None) {
+        Err(Error::Compacted { requested, oldest }) => {
+            assert_eq!((requested, oldest), (revision - 1, revision + 1))
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    let mut watch = restored.watch("/b/", revision, None).unwrap();
+    let after = committed_revision(&restored.create("/b/new", b"n".to_vec()).await.unwrap());
+    assert_eq!(after, revision + 1, "writes continue after the snapshot");
+    let WatchMessage::Events(events) = next_message(&mut watch).await else {
+        panic!("expected events")
+    };
+    assert_eq!(events[0].kv.key, "/b/new");
+    assert_eq!(
+        committed_revision(
+            &restored
+                .update(
+                    "/b/001",
+                    b"again".to_vec(),
+                    Some(revision_of(&kvs, "/b/001"))
+                )
+                .await
+                .unwrap()
+        ),
+        revision + 2,
+        "compare-and-swap sees the restored revisions"
+    );
+    let address = restored.address().to_owned();
+    let node_id = restored.node_id();
+    drop(watch);
+    restored.shutdown().await;
+    drop(restored);
+
+    // The restored data survives a restart.
+    let restarted = Store::open(Config {
+        listen_peer: address.parse().unwrap(),
+        ..config
+    })
+    .await
+    .unwrap();
+    assert_eq!(restarted.node_id(), node_id);
+    wait_until("leadership after restart", || restarted.is_leader()).await;
+    let (after_restart, revision_after_restart) = everything(&restarted).await;
+    assert_eq!(revision_after_restart, revision + 2);
+    assert_eq!(after_restart.len(), 241);
+    assert_eq!(
+        value(&restarted, "/b/001", Consistency::Linearizable).await,
+        Some(b"again".to_vec())
+    );
+    assert_eq!(
+        committed_revision(&restarted.create("/b/later", b"l".to_vec()).await.unwrap()),
+        revision + 3
+    );
+
+    // The restored cluster takes new members, which catch up from its snapshot.
+    let joiner_dir = tempfile::tempdir().unwrap();
+    let joiner = member(&joiner_dir, Some(&restarted), test_tuning()).await;
+    wait_until("two voters", || {
+        restarted.members().iter().filter(|m| m.voter).count() == 2
+    })
+    .await;
+    let (on_joiner, _) = everything(&joiner).await;
+    assert_eq!(on_joiner.len(), 242);
+    assert_eq!(
+        value(&joiner, "/b/002", Consistency::Linearizable).await,
+        Some(b"v2".to_vec())
+    );
+    joiner.shutdown().await;
+    restarted.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_saves_a_linearizable_snapshot() {
+    let dirs = three_dirs();
+    let stores = three_members(&dirs, &test_tuning()).await;
+    let leader = leader_of(&stores).unwrap();
+    let follower = &stores[(leader + 1) % 3];
+    for idx in 0..20 {
+        stores[leader]
+            .create(&format!("/f/{idx}"), vec![idx])
+            .await
+            .unwrap();
+    }
+    // Acknowledged by the leader just now; the follower's copy must include it.
+    let last = committed_revision(
+        &stores[leader]
+            .create("/f/last", b"x".to_vec())
+            .await
+            .unwrap(),
+    );
+    let backups = tempfile::tempdir().unwrap();
+    let file = backups.path().join("f.snap");
+    crate::admin::save_snapshot(follower.address(), &file)
+        .await
+        .unwrap();
+    let info = snapshot::verify(&file).unwrap();
+    assert!(info.revision >= last, "{} < {last}", info.revision);
+    assert_eq!(info.keys, 21);
+    for store in &stores {
+        store.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_snapshots_and_used_targets_are_refused_without_leftovers() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = member(&source_dir, None, test_tuning()).await;
+    wait_until("leadership", || source.is_leader()).await;
+    fill(&source).await;
+    let backups = tempfile::tempdir().unwrap();
+    let good = backups.path().join("good.snap");
+    crate::admin::save_snapshot(source.address(), &good)
+        .await
+        .unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    let damaged = [
+        (
+            "flipped.snap",
+            flipped,
+            "is corrupt: sha256 checksum mismatch",
+        ),
+        (
+            "truncated.snap",
+            bytes[..bytes.len() - 100].to_vec(),
+            "is truncated",
+        ),
+        (
+            "foreign.snap",
+            b"{\"not\": \"a snapshot\"}".to_vec(),
+            "is not a skiff snapshot (no SKIFFSNAP1 header)",
+        ),
+    ];
+    let targets = tempfile::tempdir().unwrap();
+    for (name, content, expected) in damaged {
+        let file = backups.path().join(name);
+        std::fs::write(&file, content).unwrap();
+        let error = snapshot::restore(&file, &targets.path().join(name))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{name}: {error}");
+        assert!(error.starts_with(&file.display().to_string()), "{error}");
+        assert_eq!(error.lines().count(), 1, "{error}");
+    }
+    assert!(entries(targets.path()).is_empty(), "no partial data dir");
+
+    // A target that is not empty is left alone.
+    let used = targets.path().join("used");
+    std::fs::create_dir(&used).unwrap();
+    std::fs::write(used.join("keep"), b"k").unwrap();
+    let error = snapshot::restore(&good, &used).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!(
+            "restore target {} exists and is not an empty directory",
+            used.display()
+        )
+    );
+    assert_eq!(entries(&used), ["keep"]);
+    // An empty one is filled.
+    let empty = targets.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    snapshot::restore(&good, &empty).unwrap();
+    assert_eq!(entries(&empty), [snapshot::RESTORE_FILE]);
+
+    // A restore file in a member that already ran, or with --join, is refused at start.
+    std::fs::copy(&good, source_dir.path().join(snapshot::RESTORE_FILE)).unwrap();
+    let address = source.address().to_owned();
+    source.shutdown().await;
+    drop(source);
+    let config = Config {
+        data_dir: source_dir.path().to_owned(),
+        listen_peer: address.parse().unwrap(),
+        advertise_peer: None,
+        join: None,
+        tuning: test_tuning(),
+    };
+    let Err(error) = Store::open(config.clone()).await else {
+        panic!("a member that already ran must not import a snapshot")
+    };
+    assert!(format!("{:#}", anyhow::Error::from(error)).contains("its member has already run"),);
+    let Err(error) = Store::open(Config {
+        data_dir: empty.clone(),
+        join: Some(address),
+        ..config
+    })
+    .await
+    else {
+        panic!("a restored member must not join another cluster")
+    };
+    assert!(format!("{:#}", anyhow::Error::from(error)).contains("start it without --join"));
+    assert!(
+        empty.join(snapshot::RESTORE_FILE).exists(),
+        "the import is left for a later start"
+    );
+}

@@ -1,15 +1,21 @@
-//! `skiff-control-plane member list|remove` against a running cluster.
+//! `skiff-control-plane member list|remove` against a running cluster, and
+//! `snapshot save|restore`.
 
 use std::process::Command;
 
-use crate::cluster::{start_cluster, wait_for_leader};
+use skiff_proto::store::{CreateOp, Op, TxnRequest, op};
+
+use crate::cluster::{Member, kv, read_prefix, start_cluster, wait_for_leader};
 
 fn member_command(args: &[&str]) -> (bool, String, String) {
+    control_plane(&[&["member"], args].concat())
+}
+
+fn control_plane(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_skiff-control-plane"))
-        .arg("member")
         .args(args)
         .output()
-        .expect("run member command");
+        .expect("run skiff-control-plane");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -56,4 +62,76 @@ async fn members_are_listed_and_removed_from_the_command_line() {
         stderr.contains("failed to connect to the member at 127.0.0.1:1"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_saved_from_the_command_line_restores_into_a_new_member() {
+    let members = start_cluster(1).await;
+    wait_for_leader(&members).await;
+    let mut client = kv(&members[0].address).await.unwrap();
+    for idx in 0..50 {
+        let op = op::Op::Create(CreateOp {
+            key: format!("/cli/{idx:02}"),
+            value: vec![idx],
+        });
+        let reply = client
+            .txn(TxnRequest {
+                ops: vec![Op { op: Some(op) }],
+            })
+            .await
+            .unwrap();
+        assert!(reply.into_inner().succeeded);
+    }
+    let before = read_prefix(&members[0].address, "/cli/", false)
+        .await
+        .unwrap();
+
+    let backups = tempfile::tempdir().unwrap();
+    let file = backups.path().join("backup.snap");
+    let file_arg = file.to_str().unwrap();
+    let (ok, stdout, stderr) =
+        control_plane(&["snapshot", "save", file_arg, "--peer", &members[0].address]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("Snapshot saved at {file_arg} (revision ")),
+        "{stdout}"
+    );
+    drop(members);
+
+    // A damaged copy is refused with one line, and creates nothing.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.truncate(bytes.len() - 1);
+    let damaged = backups.path().join("damaged.snap");
+    std::fs::write(&damaged, bytes).unwrap();
+    let targets = tempfile::tempdir().unwrap();
+    let refused = targets.path().join("refused");
+    let (ok, _, stderr) = control_plane(&[
+        "snapshot",
+        "restore",
+        damaged.to_str().unwrap(),
+        "--data-dir",
+        refused.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("is truncated"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!refused.exists());
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = control_plane(&[
+        "snapshot",
+        "restore",
+        file_arg,
+        "--data-dir",
+        data_dir.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("revision "), "{stdout}");
+    let restored = Member::start_in(data_dir).await;
+    wait_for_leader(std::slice::from_ref(&restored)).await;
+    let after = read_prefix(&restored.address, "/cli/", false)
+        .await
+        .unwrap();
+    assert_eq!(after, before);
 }

@@ -40,6 +40,18 @@ impl Member {
         }
     }
 
+    /// Starts a member from an existing data dir (a restored snapshot).
+    pub async fn start_in(dir: TempDir) -> Self {
+        let spawned = spawn(&dir, "127.0.0.1:0", None).await;
+        Self {
+            dir,
+            address: spawned.address,
+            api: spawned.api,
+            child: Some(spawned.child),
+            stdout: Some(spawned.stdout),
+        }
+    }
+
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
