@@ -19,7 +19,7 @@ struct Flags {
     #[command(subcommand)]
     command: Option<Command>,
     /// Directory for the store's database.
-    #[arg(long, default_value = "/var/lib/skiff/control-plane")]
+    #[arg(long, global = true, default_value = "/var/lib/skiff/control-plane")]
     data_dir: PathBuf,
     /// Address for Raft traffic between members and the Kv API.
     #[arg(long, default_value = "127.0.0.1:2380")]
@@ -27,12 +27,26 @@ struct Flags {
     /// Address other members reach this one at (default: the listen address).
     #[arg(long)]
     advertise_peer: Option<String>,
-    /// Peer address (host:port) of an existing member to join.
-    #[arg(long)]
+    /// The API URL (`https://HOST:6443`) of an existing member to join, with --token.
+    #[arg(long, requires = "token")]
     join: Option<String>,
-    /// Address of the Kubernetes API (plain HTTP; keep it on loopback).
-    #[arg(long, default_value = "127.0.0.1:6443")]
+    /// The server token of the cluster to join (`K10<ca-hash>::<id>.<secret>`, from
+    /// the first member's `DATA/token`).
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Address of the Kubernetes API (HTTPS).
+    #[arg(long, default_value = "0.0.0.0:6443")]
     listen_api: SocketAddr,
+    /// The IP clients, agents and other members reach the API at (default: the listen
+    /// IP, or 127.0.0.1 when it is unspecified).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
+    /// An extra DNS name or IP for the API's certificate; repeatable.
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
+    /// This member's name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
     /// Seconds a node may go without a heartbeat before it is marked `Unknown` and
     /// tainted unreachable (kube-controller-manager's --node-monitor-grace-period).
     #[arg(long, default_value_t = 40, value_name = "SECONDS")]
@@ -62,6 +76,14 @@ struct Flags {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create, list or revoke join and API tokens through a running member.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+        /// The member's API.
+        #[arg(long, default_value = "https://127.0.0.1:6443")]
+        server: String,
+    },
     /// Inspect or change the store's membership through a running member.
     Member {
         #[command(subcommand)]
@@ -85,13 +107,41 @@ enum SnapshotAction {
         #[arg(long, default_value = "127.0.0.1:2380")]
         peer: String,
     },
-    /// Create a new data directory from a snapshot, for a new one-member cluster.
+    /// Create a new data directory (--data-dir, which must not exist or be empty)
+    /// from a snapshot, for a new one-member cluster.
     Restore {
         /// The snapshot file to read.
         file: PathBuf,
-        /// The data directory to create (it must not exist or be empty).
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Creates a token and prints it.
+    Create {
+        /// What the token may do.
+        #[arg(long, value_enum, default_value = "agent")]
+        kind: skiff_control_plane::tokens::TokenKind,
+        /// How long it lives (`24h`, `90m`; `0` for ever).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// The user an api token authenticates as.
         #[arg(long)]
-        data_dir: PathBuf,
+        user: Option<String>,
+        /// A group an api token authenticates in; repeatable (`system:masters`,
+        /// `skiff:view`).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Shown by `token list`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Lists the tokens.
+    List,
+    /// Revokes a token by id (the 6 characters after `::`).
+    Revoke {
+        /// The token's id.
+        id: String,
     },
 }
 
@@ -131,8 +181,35 @@ async fn run() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let flags = Flags::parse();
     match flags.command {
+        Some(Command::Token { action, server }) => {
+            let client = skiff_control_plane::tokens::AdminClient::new(&flags.data_dir, &server)?;
+            match action {
+                TokenAction::Create {
+                    kind,
+                    ttl,
+                    user,
+                    groups,
+                    description,
+                } => {
+                    let new = skiff_control_plane::tokens::NewToken {
+                        kind,
+                        ttl: skiff_control_plane::tokens::parse_ttl(&ttl)?,
+                        user,
+                        groups,
+                        description,
+                    };
+                    println!("{}", client.create(&new).await?);
+                }
+                TokenAction::List => print!("{}", client.list().await?),
+                TokenAction::Revoke { id } => {
+                    client.revoke(&id).await?;
+                    println!("token {id} revoked");
+                }
+            }
+        }
         Some(Command::Member {
             action: MemberAction::List { peer },
         }) => print!("{}", skiff_control_plane::admin::list_members(&peer).await?),
@@ -151,10 +228,10 @@ async fn run() -> anyhow::Result<()> {
             skiff_control_plane::admin::save_snapshot(&peer, &file).await?
         ),
         Some(Command::Snapshot {
-            action: SnapshotAction::Restore { file, data_dir },
+            action: SnapshotAction::Restore { file },
         }) => print!(
             "{}",
-            skiff_control_plane::admin::restore_snapshot(&file, &data_dir)?
+            skiff_control_plane::admin::restore_snapshot(&file, &flags.data_dir)?
         ),
         None => {
             let network = skiff_control_plane::NetworkSettings::build(
@@ -175,7 +252,7 @@ async fn run() -> anyhow::Result<()> {
                 data_dir: flags.data_dir,
                 listen_peer: flags.listen_peer,
                 advertise_peer: flags.advertise_peer,
-                join: flags.join,
+                join: None,
                 tuning: skiff_control_plane::store::Tuning::default(),
             };
             let mut controllers = skiff_control_plane::controllers::Settings::default();
@@ -183,9 +260,19 @@ async fn run() -> anyhow::Result<()> {
                 std::time::Duration::from_secs(flags.node_monitor_grace_period);
             controllers.node_lifecycle.eviction_timeout =
                 std::time::Duration::from_secs(flags.pod_eviction_timeout);
+            let security = skiff_control_plane::SecurityConfig {
+                member_name: flags.name,
+                advertise_address: flags.advertise_address,
+                tls_sans: flags.tls_sans,
+                join: flags.join.map(|server| skiff_control_plane::Join {
+                    server,
+                    token: flags.token.unwrap_or_default(),
+                }),
+            };
             let config = skiff_control_plane::Config {
                 store,
                 listen_api: flags.listen_api,
+                security,
                 controllers,
                 network,
             };

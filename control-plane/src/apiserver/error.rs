@@ -192,6 +192,11 @@ impl ApiError {
         }
     }
 
+    /// 401: the caller could not be authenticated.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "Unauthorized", message)
+    }
+
     /// 403: the request is refused (e.g. new objects in a terminating namespace).
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)

@@ -14,13 +14,18 @@
 //!   `protobuf`: the protobuf bodies typed `kubectl create` sends.
 //! - [`table`]: `meta/v1 Table` rendering with kubectl's columns.
 //! - `metrics`: `/metrics`.
+//! - `auth`: who a caller is (client certificate, bearer token, anonymous) and what
+//!   they may do (masters, nodes under kube's node restriction, joiners, viewers).
+//! - `join`: `/cacerts` and the join handshake of agents and control-plane members.
 //! - `server`: the hyper server ([`serve`]); gRPC calls on the same port go to
 //!   [`crate::nodes`].
 
 mod allocation;
+pub mod auth;
 mod discovery;
 mod error;
 mod exec;
+mod join;
 mod managed;
 mod metrics;
 mod objects;
@@ -34,6 +39,8 @@ pub mod table;
 mod watch;
 
 #[cfg(test)]
+mod secure_tests;
+#[cfg(test)]
 mod tests;
 
 pub use error::ApiError;
@@ -43,6 +50,6 @@ pub use registry::{
     kind_prefix, list_prefix, object_key,
 };
 pub(crate) use registry::{decode_stored, now_timestamp};
-pub use server::{Context, handle, serve, serve_with};
+pub use server::{CertificateUser, Context, Security, handle, serve, serve_with};
 pub use strategy::Part;
 pub(crate) use watch::{Watch, WatchParams};

@@ -873,8 +873,19 @@ async fn agent_client(
     let endpoint = agent_endpoint(&node).ok_or_else(|| {
         unreachable("the node has no InternalIP address or kubelet endpoint port")
     })?;
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .map_err(|e| unreachable(&e.to_string()))?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(endpoint)
+        .map_err(|e| unreachable(&e.to_string()))?;
+    if let Some(security) = &ctx.security {
+        // Agents serve TLS with their node certificate; we call with ours.
+        let https = endpoint
+            .uri()
+            .to_string()
+            .replacen("http://", "https://", 1);
+        endpoint = tonic::transport::Endpoint::from_shared(https)
+            .and_then(|e| e.tls_config(security.agent_tls.clone()))
+            .map_err(|e| unreachable(&e.to_string()))?;
+    }
+    let channel = endpoint
         .connect_timeout(AGENT_CONNECT_TIMEOUT)
         .connect()
         .await

@@ -19,12 +19,14 @@ use tokio_util::task::TaskTracker;
 use tonic::codegen::Service as _;
 use tonic::service::Routes;
 
+use super::auth::{self, Special, TokenAuthenticator, UserInfo};
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::registry::Registry;
 use super::request::{Route, route};
-use super::{discovery, objects, openapi};
+use super::{discovery, join, objects, openapi};
 use crate::nodes::NodeService;
+use crate::security::Pki;
 
 /// Response bodies: whole (most replies) or streamed (watches).
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -37,7 +39,49 @@ pub struct Context {
     pub cancel: CancellationToken,
     /// Request, watch and store metrics.
     pub metrics: Metrics,
+    /// TLS, authentication and authorization; `None` serves plain HTTP to anyone
+    /// (in-process tests only).
+    pub security: Option<Arc<Security>>,
 }
+
+/// The API's TLS and its callers' credentials.
+pub struct Security {
+    /// The cluster PKI: the CA (for `/cacerts` and joins) and this member's certificates.
+    pub pki: Pki,
+    /// The TLS server configuration: the serving certificate, client certificates
+    /// verified against the CA when presented.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Bearer tokens.
+    pub tokens: TokenAuthenticator,
+    /// The TLS client configuration node agents are called with (logs, exec).
+    pub agent_tls: tonic::transport::ClientTlsConfig,
+}
+
+impl Security {
+    /// Security from a member's PKI, tokens looked up through `registry`.
+    pub fn new(pki: Pki, registry: Registry) -> anyhow::Result<Self> {
+        let tls = skiff_pki::server_config(
+            &pki.ca.cert_pem,
+            &pki.server,
+            skiff_pki::ClientAuth::Optional,
+        )?;
+        let agent_tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca.cert_pem))
+            .identity(tonic::transport::Identity::from_pem(
+                &pki.kubelet_client.cert_pem,
+                &pki.kubelet_client.key_pem,
+            ));
+        Ok(Security {
+            pki,
+            tls,
+            tokens: TokenAuthenticator::new(registry),
+            agent_tls,
+        })
+    }
+}
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A whole body.
 pub fn full(bytes: Bytes) -> Body {
@@ -62,24 +106,33 @@ pub async fn serve(registry: Registry, listener: TcpListener, cancel: Cancellati
         listener,
         cancel,
         crate::nodes::HEARTBEAT_INTERVAL_SECONDS,
+        None,
     )
     .await;
 }
 
-/// [`serve`], telling node agents to heartbeat every `heartbeat_seconds`.
+/// [`serve`], telling node agents to heartbeat every `heartbeat_seconds`, over TLS
+/// with authentication and authorization when `security` is given.
 pub async fn serve_with(
     registry: Registry,
     listener: TcpListener,
     cancel: CancellationToken,
     heartbeat_seconds: u32,
+    security: Option<Security>,
 ) {
+    let security = security.map(Arc::new);
     let nodes = NodeService::new(registry.clone(), cancel.clone())
-        .with_heartbeat_interval(heartbeat_seconds);
+        .with_heartbeat_interval(heartbeat_seconds)
+        .with_node_restriction(security.is_some());
     let grpc = Routes::new(nodes.into_server()).prepare();
+    let acceptor = security
+        .as_ref()
+        .map(|s| tokio_rustls::TlsAcceptor::from(s.tls.clone()));
     let context = Arc::new(Context {
         metrics: Metrics::new(registry.store().clone(), registry.store_latency()),
         registry,
         cancel: cancel.clone(),
+        security,
     });
     let connections = TaskTracker::new();
     loop {
@@ -97,32 +150,75 @@ pub async fn serve_with(
         let context = context.clone();
         let grpc = grpc.clone();
         let cancel = cancel.clone();
+        let acceptor = acceptor.clone();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let context = context.clone();
-                let grpc = grpc.clone();
-                async move {
-                    if is_grpc(&request) {
-                        return Ok::<_, Infallible>(handle_grpc(grpc, request).await);
+            let Some(acceptor) = acceptor else {
+                serve_connection(context, grpc, cancel, None, stream).await;
+                return;
+            };
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "an API client's TLS handshake failed");
+                        return;
                     }
-                    Ok(handle(&context, request).await)
-                }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "API connection ended with an error");
-                    }
-                }
-                () = cancel.cancelled() => connection.as_mut().graceful_shutdown(),
-            }
+                    Err(_) => return,
+                };
+            // rustls verified any client certificate against the CA already.
+            let user = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| UserInfo::from_certificate(leaf));
+            serve_connection(context, grpc, cancel, user, stream).await;
         });
     }
     connections.close();
     connections.wait().await;
+}
+
+/// The user a connection's client certificate named, kept on each of its requests.
+#[derive(Clone, Debug)]
+pub struct CertificateUser(pub UserInfo);
+
+/// Serves HTTP on one (plain or TLS) connection until it ends or `cancel` fires.
+async fn serve_connection<S>(
+    context: Arc<Context>,
+    grpc: Routes,
+    cancel: CancellationToken,
+    user: Option<UserInfo>,
+    stream: S,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let context = context.clone();
+        let grpc = grpc.clone();
+        if let Some(user) = &user {
+            request
+                .extensions_mut()
+                .insert(CertificateUser(user.clone()));
+        }
+        async move {
+            if is_grpc(&request) {
+                return Ok::<_, Infallible>(handle_grpc(grpc, request).await);
+            }
+            Ok(handle(&context, request).await)
+        }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "API connection ended with an error");
+            }
+        }
+        () = cancel.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
 }
 
 /// Whether a request is a gRPC call (`content-type: application/grpc[+proto…]`).
@@ -238,7 +334,40 @@ pub async fn handle(context: &Context, request: Request<Incoming>) -> Response<B
     let watch = request.uri().query().is_some_and(|q| {
         form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
     });
+    let special = Special::of(&path);
     let parsed = route(&path);
+    if let Some(security) = &context.security {
+        let user = match authenticate(security, &request).await {
+            Ok(user) => user,
+            Err(error) => return error_response(&error),
+        };
+        let allowed = match (special, &parsed) {
+            (Some(special), _) => auth::authorize_special(&user, special),
+            (None, Some(parsed)) => {
+                let field_selector = query_value(request.uri().query(), "fieldSelector");
+                auth::authorize(
+                    &context.registry,
+                    &user,
+                    &method,
+                    parsed,
+                    watch,
+                    field_selector.as_deref(),
+                )
+                .await
+            }
+            (None, None) if user.is_anonymous() => Err(ApiError::unauthorized("Unauthorized")),
+            (None, None) => Ok(()),
+        };
+        if let Err(error) = allowed {
+            tracing::debug!(user = %user.name, %method, %path, code = error.code, "request refused");
+            return error_response(&error);
+        }
+    }
+    if let Some(special) = special {
+        return join::handle(context, special, request)
+            .await
+            .unwrap_or_else(|error| error_response(&error));
+    }
     let (resource, has_name) = match &parsed {
         Some(Route::Resource(r)) => match &r.subresource {
             Some(sub) => (format!("{}/{sub}", r.kind.plural), r.name.is_some()),
@@ -260,6 +389,37 @@ pub async fn handle(context: &Context, request: Request<Incoming>) -> Response<B
     );
     tracing::debug!(%method, %path, status = response.status().as_u16(), "api request");
     response
+}
+
+/// Who made `request`: its connection's certificate, else its bearer token, else
+/// anonymous; 401 for a bearer token that is not a live one.
+async fn authenticate(
+    security: &Security,
+    request: &Request<Incoming>,
+) -> Result<UserInfo, ApiError> {
+    if let Some(CertificateUser(user)) = request.extensions().get::<CertificateUser>() {
+        return Ok(user.clone());
+    }
+    let bearer = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match bearer {
+        Some(token) => security.tokens.authenticate(token).await,
+        None => Ok(UserInfo::anonymous()),
+    }
+}
+
+/// One query parameter's value.
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 async fn dispatch(

@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::apiserver::{
-    ApiError, DeleteOptions, ListOptions, Part, Registry, Watch, WatchParams, Writer, now_timestamp,
+    ApiError, CertificateUser, DeleteOptions, ListOptions, Part, Registry, Watch, WatchParams,
+    Writer, now_timestamp,
 };
 
 /// The field manager of every write the service makes for an agent.
@@ -54,6 +55,41 @@ pub struct NodeService {
     registry: Registry,
     cancel: CancellationToken,
     heartbeat_interval_seconds: u32,
+    node_restriction: bool,
+}
+
+/// The node a call may act for: `Ok(None)` when unrestricted (an admin, or a server
+/// without authentication), `Ok(Some(node))` for a node's certificate, an error for
+/// anyone else (kube's Node authorizer + NodeRestriction for the agent's calls).
+fn caller_node<T>(restricted: bool, request: &Request<T>) -> Result<Option<String>, Status> {
+    if !restricted {
+        return Ok(None);
+    }
+    let Some(CertificateUser(user)) = request.extensions().get::<CertificateUser>() else {
+        return Err(Status::unauthenticated(
+            "a node certificate is required (join with a token first)",
+        ));
+    };
+    if user.in_group(crate::security::MASTERS_GROUP) {
+        return Ok(None);
+    }
+    match user.node_name() {
+        Some(node) => Ok(Some(node.to_owned())),
+        None => Err(Status::permission_denied(format!(
+            "User \"{}\" is not a node",
+            user.name
+        ))),
+    }
+}
+
+/// Refuses a node acting for another.
+fn require_same_node(caller: Option<&str>, node: &str) -> Result<(), Status> {
+    match caller {
+        Some(caller) if caller != node => Err(Status::permission_denied(format!(
+            "node \"{caller}\" may not act for node \"{node}\""
+        ))),
+        _ => Ok(()),
+    }
 }
 
 impl NodeService {
@@ -63,7 +99,14 @@ impl NodeService {
             registry,
             cancel,
             heartbeat_interval_seconds: HEARTBEAT_INTERVAL_SECONDS,
+            node_restriction: false,
         }
+    }
+
+    /// Requires node certificates and holds each node to its own Node and pods.
+    pub fn with_node_restriction(mut self, on: bool) -> Self {
+        self.node_restriction = on;
+        self
     }
 
     /// Tells agents to heartbeat every `seconds` (at least 1).
@@ -285,6 +328,7 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterReply>, Status> {
+        let caller = caller_node(self.node_restriction, &request)?;
         let mut node: Node = decode("Node", &request.get_ref().node_json)?;
         let name = node
             .metadata
@@ -292,6 +336,7 @@ impl node_server::Node for NodeService {
             .clone()
             .filter(|n| !n.is_empty())
             .ok_or_else(|| Status::invalid_argument("the Node has no metadata.name"))?;
+        require_same_node(caller.as_deref(), &name)?;
         let status = node.status.take().unwrap_or_default();
         let mut created = false;
         match self.registry.get(&NODE, None, &name).await {
@@ -344,8 +389,10 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
+        let caller = caller_node(self.node_restriction, &request)?;
         let request = request.into_inner();
         let name = request.node_name.as_str();
+        require_same_node(caller.as_deref(), name)?;
         let given: Option<Vec<NodeCondition>> =
             if request.conditions_json.iter().all(u8::is_ascii_whitespace) {
                 None
@@ -380,10 +427,12 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<WatchPodsRequest>,
     ) -> Result<Response<Self::WatchPodsStream>, Status> {
+        let caller = caller_node(self.node_restriction, &request)?;
         let request = request.into_inner();
         if request.node_name.is_empty() {
             return Err(Status::invalid_argument("node_name is required"));
         }
+        require_same_node(caller.as_deref(), &request.node_name)?;
         let options = ListOptions {
             fields: vec![("spec.nodeName".to_owned(), request.node_name.clone(), true)],
             ..Default::default()
@@ -397,6 +446,7 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<WatchObjectsRequest>,
     ) -> Result<Response<Self::WatchObjectsStream>, Status> {
+        caller_node(self.node_restriction, &request)?;
         let request = request.into_inner();
         let kind = match request.resource.as_str() {
             "services" => &SERVICE,
@@ -416,9 +466,11 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<PodStatusReport>,
     ) -> Result<Response<ReportPodStatusReply>, Status> {
+        let caller = caller_node(self.node_restriction, &request)?;
         let report = request.into_inner();
         let status: PodStatus = decode("PodStatus", &report.status_json)?;
         let name = report.name.as_str();
+        let mut foreign = None;
         let writer = Writer {
             manager: MANAGER,
             part: Part::Status,
@@ -437,12 +489,23 @@ impl node_server::Node for NodeService {
                     other_uid = Some(uid.to_owned());
                     return Err(ApiError::conflict(&POD, name));
                 }
+                let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+                if let Some(caller) = caller.as_deref().filter(|c| bound != Some(*c)) {
+                    foreign = Some(caller.to_owned());
+                    return Err(ApiError::forbidden("not bound to the calling node"));
+                }
                 let mut pod = pod.as_ref().clone();
                 pod.metadata.resource_version = None;
                 pod.status = Some(status.clone());
                 Ok(Object::from(pod))
             })
             .await;
+        if let Some(caller) = foreign {
+            return Err(Status::permission_denied(format!(
+                "node \"{caller}\" may not write the status of pod {}/{name}: it is not bound to it",
+                report.namespace
+            )));
+        }
         let written = match written {
             Ok(written) => written,
             Err(_) if other_uid.is_some() => {
@@ -469,7 +532,30 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<PodRef>,
     ) -> Result<Response<FinishPodDeletionReply>, Status> {
+        let caller = caller_node(self.node_restriction, &request)?;
         let pod = request.into_inner();
+        if let Some(caller) = caller.as_deref() {
+            match self
+                .registry
+                .get(&POD, Some(&pod.namespace), &pod.name)
+                .await
+            {
+                Ok(Object::Pod(found)) => {
+                    let bound = found.spec.as_ref().and_then(|s| s.node_name.as_deref());
+                    if bound != Some(caller) {
+                        return Err(Status::permission_denied(format!(
+                            "node \"{caller}\" may not delete pod {}/{}: it is not bound to it",
+                            pod.namespace, pod.name
+                        )));
+                    }
+                }
+                Ok(_) => {}
+                Err(error) if error.code == 404 => {
+                    return Ok(Response::new(FinishPodDeletionReply {}));
+                }
+                Err(error) => return Err(status_of(&error)),
+            }
+        }
         let options = DeleteOptions {
             uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
             grace_period_seconds: Some(0),
