@@ -2,8 +2,8 @@
 //!
 //! - [`Cli`]: the command line (clap), with kubectl's global connection flags.
 //! - `commands`: one module per verb (`get`, `apply`, `create`, `delete`, `scale`,
-//!   `logs`, `rollout`, `describe`, `api_resources`, `version`, `validate`, `explain`,
-//!   `up`, `images`).
+//!   `logs`, `rollout`, `describe`, `api_resources`, `cordon` (and uncordon), `drain`,
+//!   `version`, `validate`, `explain`, `up`, `images`).
 //! - `kubeconfig`: choosing the cluster, namespace and credentials like kubectl.
 //! - `client`: the HTTP client of the Kubernetes-shaped API and its errors.
 //! - `resources`: resolving `TYPE[,TYPE] NAME…` and `TYPE/NAME` arguments.
@@ -169,6 +169,43 @@ pub enum RemoteCommand {
     Describe(DescribeArgs),
     /// Print the resource types the server supports.
     ApiResources(ApiResourcesArgs),
+    /// Mark nodes unschedulable: `skiff cordon NODE`.
+    Cordon {
+        /// The nodes.
+        #[arg(required = true, value_name = "NODE")]
+        nodes: Vec<String>,
+    },
+    /// Mark nodes schedulable again: `skiff uncordon NODE`.
+    Uncordon {
+        /// The nodes.
+        #[arg(required = true, value_name = "NODE")]
+        nodes: Vec<String>,
+    },
+    /// Drain a node for maintenance: cordon it, then evict its pods.
+    Drain(DrainArgs),
+}
+
+/// `skiff drain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The node.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// Also delete pods that no controller manages (they are not recreated).
+    #[arg(long)]
+    pub force: bool,
+    /// Leave DaemonSet-managed pods alone instead of refusing to drain.
+    #[arg(long)]
+    pub ignore_daemonsets: bool,
+    /// Also delete pods with emptyDir volumes (their data is lost).
+    #[arg(long)]
+    pub delete_emptydir_data: bool,
+    /// Seconds each pod gets to terminate (negative: the pod's own).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub grace_period: i64,
+    /// How long to wait before giving up (`0`: forever, as kubectl).
+    #[arg(long, default_value = "0s")]
+    pub timeout: String,
 }
 
 /// `skiff get`.

@@ -1,6 +1,7 @@
 //! `skiff-node-agent`: parses flags and runs the library (or one of its helper
 //! processes, or `reset`).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ struct Flags {
     /// The node's IP (default: the local address that reaches the control plane).
     #[arg(long)]
     node_ip: Option<IpAddr>,
+    /// Labels for the Node, as kubelet's flag: `k=v,k2=v2` (an empty value is
+    /// allowed); repeatable. They win over the agent's own labels.
+    #[arg(long, value_name = "LABELS", value_parser = parse_node_labels)]
+    node_labels: Vec<BTreeMap<String, String>>,
     /// Where to serve logs and exec to the control plane.
     #[arg(long, default_value = "0.0.0.0:10250")]
     listen: SocketAddr,
@@ -88,6 +93,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Parses `--node-labels`: comma-separated `key=value` pairs with Kubernetes' label
+/// key and value syntax. Unlike kubelet, which refuses to set `node-role.kubernetes.io/*`
+/// (and other `kubernetes.io` labels outside its allow-list) on its own Node, any key is
+/// accepted, as k3s does for `node-role.kubernetes.io/control-plane` and friends: a
+/// Skiff node agent is trusted to name its roles.
+fn parse_node_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("{pair:?} is not a key=value label"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let mut errors = skiff_api::validation::names::qualified_name(key);
+        errors.extend(skiff_api::validation::names::label_value(value));
+        if !errors.is_empty() {
+            return Err(format!("invalid label {pair:?}: {}", errors.join("; ")));
+        }
+        labels.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(labels)
+}
+
 async fn run(flags: Flags) -> anyhow::Result<()> {
     if let Some(Command::Reset) = flags.command {
         let config =
@@ -102,6 +129,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     config.token = flags.token;
     config.node_name = flags.node_name;
     config.node_ip = flags.node_ip;
+    config.node_labels = flags.node_labels.into_iter().flatten().collect();
     config.listen = flags.listen;
     config.insecure_registries = flags.insecure_registries;
     config.allowed_host_paths = flags.allowed_host_paths;
@@ -158,6 +186,61 @@ mod tests {
             ],
             &["https://a:6443"],
             Some("K10abc::abcdef.0123456789abcdef"),
+        );
+    }
+
+    fn check_labels(text: &str, expected: Result<&[(&str, &str)], &str>) {
+        let parsed = parse_node_labels(text);
+        match expected {
+            Ok(pairs) => {
+                let pairs: BTreeMap<String, String> = pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect();
+                assert_eq!(parsed, Ok(pairs), "{text}");
+            }
+            Err(start) => {
+                let error = parsed.expect_err(text);
+                assert!(error.starts_with(start), "{text}: {error}");
+                assert!(!error.contains('\n'), "one line: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn node_labels_parse_like_kubelets() {
+        check_labels("zone=a", Ok(&[("zone", "a")]));
+        check_labels(
+            "zone=a, node-role.kubernetes.io/control-plane=,example.com/tier=db",
+            Ok(&[
+                ("example.com/tier", "db"),
+                ("node-role.kubernetes.io/control-plane", ""),
+                ("zone", "a"),
+            ]),
+        );
+        check_labels("", Ok(&[]));
+        check_labels("zone", Err("\"zone\" is not a key=value label"));
+        check_labels("Bad Key=x", Err("invalid label \"Bad Key=x\""));
+        check_labels("zone=a b", Err("invalid label \"zone=a b\""));
+        check_labels("a/b/c=x", Err("invalid label"));
+        check_labels("/x=y", Err("invalid label"));
+    }
+
+    #[test]
+    fn node_labels_flags_repeat() {
+        let flags = Flags::try_parse_from([
+            "skiff-node-agent",
+            "--node-labels",
+            "a=1,b=2",
+            "--node-labels=c=3",
+        ])
+        .unwrap();
+        let merged: BTreeMap<String, String> = flags.node_labels.into_iter().flatten().collect();
+        assert_eq!(merged.len(), 3);
+        let error = Flags::try_parse_from(["skiff-node-agent", "--node-labels", "x"]).unwrap_err();
+        assert!(
+            error.to_string().contains("\"x\" is not a key=value label"),
+            "{error}"
         );
     }
 }

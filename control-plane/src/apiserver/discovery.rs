@@ -33,6 +33,9 @@ fn subresources(kind: &ResourceKind) -> Vec<Value> {
     }
     if kind == &kind::POD {
         list.push(json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}));
+        // kubectl drain evicts only when discovery lists `pods/eviction` with its kind
+        // (`policy/v1 Eviction`); otherwise it falls back to deleting.
+        list.push(json!({"subresource": "eviction", "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"}, "verbs": ["create"]}));
         list.push(json!({"subresource": "log", "responseKind": {"group": "", "version": "v1", "kind": "Pod"}, "verbs": ["get"]}));
     }
     list
@@ -153,6 +156,7 @@ mod tests {
                 "pods",
                 "pods/status",
                 "pods/binding",
+                "pods/eviction",
                 "pods/log",
                 "services",
                 "services/status",
@@ -171,6 +175,17 @@ mod tests {
         assert_eq!(deployments["responseKind"]["kind"], "Deployment");
         assert_eq!(deployments["shortNames"][0], "deploy");
         assert_eq!(aggregated(true)["items"][0]["metadata"]["name"], "");
+        // kubectl drain's CheckEvictionSupport: name, kind, group and version.
+        let eviction = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods/eviction")
+            .unwrap();
+        assert_eq!(
+            (&eviction["kind"], &eviction["group"], &eviction["version"]),
+            (&json!("Eviction"), &json!("policy"), &json!("v1"))
+        );
         assert!(wants_aggregated(
             "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
         ));

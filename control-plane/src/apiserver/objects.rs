@@ -1,6 +1,6 @@
 //! Handlers for resource requests: GET, LIST, WATCH, POST, PUT, PATCH, DELETE and
-//! deletecollection on objects, and their `/status`, `/scale`, `/binding`, `/log`,
-//! `/exec` and (namespaces) `/finalize` subresources.
+//! deletecollection on objects, and their `/status`, `/scale`, `/binding`, `/eviction`,
+//! `/log`, `/exec` and (namespaces) `/finalize` subresources.
 
 use std::collections::HashMap;
 
@@ -178,6 +178,9 @@ pub async fn handle(
         }
         Some("binding") if resource.kind == &kind::POD && method == Method::POST => {
             bind(ctx, &call, &resource, request).await
+        }
+        Some("eviction") if resource.kind == &kind::POD && method == Method::POST => {
+            evict(ctx, &call, &resource, request).await
         }
         Some("log") if resource.kind == &kind::POD && method == Method::GET => {
             log(ctx, &call, &resource).await
@@ -745,6 +748,160 @@ async fn bind(
     ))
 }
 
+/// The `apiVersion`s of the Eviction a `pods/{name}/eviction` POST may carry.
+const EVICTION_VERSIONS: [&str; 2] = ["policy/v1", "policy/v1beta1"];
+
+/// `POST pods/{name}/eviction`: kube's `EvictionREST`. Skiff has no
+/// PodDisruptionBudgets, so every eviction is allowed at once (kube's path for a pod no
+/// budget covers): the pod gets the `DisruptionTarget` condition and is deleted with the
+/// Eviction's `deleteOptions` (grace period, preconditions, dry run); the reply is a
+/// `Success` Status with 201, as kube's.
+async fn evict(
+    ctx: &Context,
+    call: &Call,
+    resource: &ResourceRequest,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let namespace = resource.namespace.as_deref();
+    let name = resource.name.as_deref().unwrap_or_default();
+    let eviction = decode_eviction(request).await?;
+    if eviction["metadata"]["name"].as_str().unwrap_or_default() != name {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Eviction object",
+        ));
+    }
+    if let (Some(body), Some(url)) = (
+        eviction["metadata"]["namespace"]
+            .as_str()
+            .filter(|n| !n.is_empty()),
+        namespace,
+    ) && body != url
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let mut options = delete_options_from(call, &eviction["deleteOptions"], false)?;
+    if !options.dry_run {
+        let written = ctx
+            .registry
+            .write(
+                &kind::POD,
+                namespace,
+                name,
+                call.writer(Part::Status),
+                |current| {
+                    let Some(Object::Pod(current)) = current else {
+                        return Err(ApiError::not_found(&kind::POD, name));
+                    };
+                    let mut pod = current.as_ref().clone();
+                    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                    if let Some(wanted) = options.uid.as_deref().filter(|u| *u != uid) {
+                        return Err(ApiError::conflict_with(
+                            &kind::POD,
+                            name,
+                            &format!("Precondition failed: UID in precondition: {wanted}, UID in object meta: {uid}"),
+                        ));
+                    }
+                    // A resourceVersion precondition pins this write too.
+                    pod.metadata.resource_version = options.resource_version.clone();
+                    set_disruption_target(&mut pod);
+                    Ok(Object::from(pod))
+                },
+            )
+            .await?;
+        // This write changed the pod: the precondition now holds for its new version.
+        if options.resource_version.is_some() {
+            options
+                .resource_version
+                .clone_from(&written.object.metadata().resource_version);
+        }
+    }
+    ctx.registry
+        .delete(&kind::POD, namespace, name, &options)
+        .await?;
+    Ok(reply(
+        StatusCode::CREATED,
+        &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}),
+        &[],
+    ))
+}
+
+/// Sets kube's `DisruptionTarget` condition of an eviction through the API
+/// (`UpdatePodCondition`: the transition time changes only with the status).
+fn set_disruption_target(pod: &mut Pod) {
+    let conditions = pod
+        .status
+        .get_or_insert_default()
+        .conditions
+        .get_or_insert_default();
+    let reason = Some("EvictionByEvictionAPI".to_owned());
+    let message = Some("Eviction API: evicting".to_owned());
+    match conditions
+        .iter_mut()
+        .find(|c| c.type_ == "DisruptionTarget")
+    {
+        Some(condition) => {
+            if condition.status != "True" {
+                condition.status = "True".to_owned();
+                condition.last_transition_time = Some(skiff_api::meta::Time(now_timestamp()));
+            }
+            condition.reason = reason;
+            condition.message = message;
+        }
+        None => conditions.push(k8s_openapi::api::core::v1::PodCondition {
+            type_: "DisruptionTarget".to_owned(),
+            status: "True".to_owned(),
+            reason,
+            message,
+            last_transition_time: Some(skiff_api::meta::Time(now_timestamp())),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The Eviction in a request body (JSON, or the protobuf kubectl's typed client
+/// sends); a missing `apiVersion`/`kind` defaults to `policy/v1 Eviction`, as kube's
+/// decoder does for the subresource.
+async fn decode_eviction(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let (content_type, body) = read_body(request).await?;
+    let media_type = content_type
+        .as_deref()
+        .map(|c| c.split(';').next().unwrap_or_default().trim().to_owned())
+        .unwrap_or_default();
+    let eviction = match media_type.as_str() {
+        "application/vnd.kubernetes.protobuf" => protobuf::decode_eviction(&body)?,
+        "application/json" | "" => serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the Eviction is not valid JSON: {e}")))?,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    check_eviction(&eviction)?;
+    Ok(eviction)
+}
+
+/// An Eviction body must be a JSON object of kind `Eviction` in `policy/v1` or
+/// `policy/v1beta1` (or name neither).
+fn check_eviction(eviction: &Value) -> Result<(), ApiError> {
+    if !eviction.is_object() {
+        return Err(ApiError::bad_request("the Eviction must be a JSON object"));
+    }
+    let text = |field: &str| {
+        eviction
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let (api_version, body_kind) = (text("apiVersion"), text("kind"));
+    let version_ok = api_version.is_empty() || EVICTION_VERSIONS.contains(&api_version);
+    let kind_ok = body_kind.is_empty() || body_kind == "Eviction";
+    if !(version_ok && kind_ok) {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) and kind ({body_kind}) do not match the requested policy/v1 Eviction"
+        )));
+    }
+    Ok(())
+}
+
 /// The annotation naming the container `logs` and `exec` default to.
 const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
@@ -1276,19 +1433,30 @@ async fn delete_options(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
+    delete_options_from(call, &body, true)
+}
+
+/// `DeleteOptions` from their JSON form (`null` for none); with `with_query`, the
+/// query's `gracePeriodSeconds`, `orphanDependents` and `propagationPolicy` take
+/// precedence (a DELETE's), else only `dryRun` comes from the query (an eviction's
+/// create options).
+fn delete_options_from(
+    call: &Call,
+    body: &Value,
+    with_query: bool,
+) -> Result<DeleteOptions, ApiError> {
+    let param = |name: &str| call.param(name).filter(|_| with_query);
     let text = |value: &Value| value.as_str().map(str::to_owned);
-    let grace_period_seconds = match call.param("gracePeriodSeconds") {
+    let grace_period_seconds = match param("gracePeriodSeconds") {
         Some(seconds) => Some(seconds.parse().map_err(|_| {
             ApiError::bad_request(format!("invalid gracePeriodSeconds {seconds:?}"))
         })?),
         None => body["gracePeriodSeconds"].as_i64(),
     };
-    let orphan = call
-        .param("orphanDependents")
+    let orphan = param("orphanDependents")
         .map(|v| v == "true")
         .or_else(|| body["orphanDependents"].as_bool());
-    let propagation_policy = call
-        .param("propagationPolicy")
+    let propagation_policy = param("propagationPolicy")
         .map(str::to_owned)
         .or_else(|| text(&body["propagationPolicy"]))
         .or_else(|| orphan.map(|o| if o { "Orphan" } else { "Background" }.to_owned()));

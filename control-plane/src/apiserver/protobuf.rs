@@ -369,6 +369,26 @@ const DEPLOYMENT: &Layout = &[
     (3, "status", FieldType::Message(DEPLOYMENT_STATUS)),
 ];
 
+// policy/v1 (k8s.io/api/policy/v1/generated.proto) and the meta/v1 messages it uses.
+
+const PRECONDITIONS: &Layout = &[
+    (1, "uid", FieldType::String),
+    (2, "resourceVersion", FieldType::String),
+];
+
+const DELETE_OPTIONS: &Layout = &[
+    (1, "gracePeriodSeconds", FieldType::OptionalInt),
+    (2, "preconditions", FieldType::Message(PRECONDITIONS)),
+    (3, "orphanDependents", FieldType::OptionalBool),
+    (4, "propagationPolicy", FieldType::String),
+    (5, "dryRun", FieldType::Strings),
+];
+
+const EVICTION: &Layout = &[
+    (1, "metadata", FieldType::Message(OBJECT_META)),
+    (2, "deleteOptions", FieldType::Message(DELETE_OPTIONS)),
+];
+
 /// The layout of a kind's top-level message, for the kinds decoded from protobuf.
 fn layout_of(kind: &ResourceKind) -> Option<&'static Layout> {
     match (kind.api_version, kind.kind) {
@@ -382,6 +402,23 @@ fn layout_of(kind: &ResourceKind) -> Option<&'static Layout> {
 
 /// Decodes a protobuf body of `kind` into its JSON form (with apiVersion and kind).
 pub fn decode(body: &[u8], kind: &'static ResourceKind) -> Result<Value, ApiError> {
+    let layout = layout_of(kind).ok_or_else(|| {
+        ApiError::unsupported_media_type(&format!(
+            "application/vnd.kubernetes.protobuf for {}; send JSON or YAML",
+            kind.plural
+        ))
+    })?;
+    decode_with(body, layout)
+}
+
+/// Decodes a protobuf `policy/v1 Eviction` (what kubectl drain's typed client POSTs to
+/// `pods/{name}/eviction`) into its JSON form.
+pub fn decode_eviction(body: &[u8]) -> Result<Value, ApiError> {
+    decode_with(body, EVICTION)
+}
+
+/// Decodes the `runtime.Unknown` envelope and its raw object by `layout`.
+fn decode_with(body: &[u8], layout: &'static Layout) -> Result<Value, ApiError> {
     let envelope = body
         .strip_prefix(b"k8s\0")
         .ok_or_else(|| bad("the body does not start with the k8s protobuf magic"))?;
@@ -406,12 +443,6 @@ pub fn decode(body: &[u8], kind: &'static ResourceKind) -> Result<Value, ApiErro
             (number, _) => return Err(bad(&format!("unexpected TypeMeta field {number}"))),
         }
     }
-    let layout = layout_of(kind).ok_or_else(|| {
-        ApiError::unsupported_media_type(&format!(
-            "application/vnd.kubernetes.protobuf for {}; send JSON or YAML",
-            kind.plural
-        ))
-    })?;
     let mut object = message(raw.unwrap_or_default(), layout)?;
     object.insert("apiVersion".to_owned(), Value::String(api_version));
     object.insert("kind".to_owned(), Value::String(body_kind));
@@ -715,6 +746,28 @@ mod tests {
         assert_eq!(
             value,
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"team": "a"}}, "spec": {}, "status": {}})
+        );
+    }
+
+    #[test]
+    fn decodes_the_eviction_kubectl_drain_sends() {
+        let preconditions = field(1, b"u1");
+        let options = [number(1, 0), field(2, &preconditions), field(5, b"All")].concat();
+        // Go writes the zero creationTimestamp as an empty Time.
+        let metadata = [field(1, b"web"), field(3, b"shop"), field(8, b"")].concat();
+        let raw = [field(1, &metadata), field(2, &options)].concat();
+        let value = decode_eviction(&body("policy/v1", "Eviction", &raw)).unwrap();
+        assert_eq!(
+            value,
+            json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                   "metadata": {"name": "web", "namespace": "shop"},
+                   "deleteOptions": {"gracePeriodSeconds": 0, "preconditions": {"uid": "u1"}, "dryRun": ["All"]}})
+        );
+        let plain = [field(1, &field(1, b"web")), field(2, b"")].concat();
+        assert_eq!(
+            decode_eviction(&body("policy/v1", "Eviction", &plain)).unwrap()["deleteOptions"],
+            json!({}),
+            "no options: the pod's own grace period"
         );
     }
 

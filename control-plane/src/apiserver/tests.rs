@@ -987,6 +987,149 @@ async fn both_finalizer_lists_hold_a_terminating_namespace() {
     }
 }
 
+/// `POST pods/{name}/eviction`: with no disruption budgets, a delete honouring the
+/// Eviction's deleteOptions that answers 201 with a Success Status, as kube does.
+#[tokio::test]
+async fn evictions_delete_pods_with_their_options() {
+    let (_dir, registry) = registry().await;
+    let (address, cancel) = api(&registry).await;
+    let eviction = |name: &str, options: serde_json::Value| {
+        json!({"apiVersion": "policy/v1", "kind": "Eviction",
+               "metadata": {"name": name, "namespace": "default"}, "deleteOptions": options})
+    };
+    let path = |name: &str| format!("/api/v1/namespaces/default/pods/{name}/eviction");
+    registry
+        .create(
+            pod("loose", json!({})),
+            Some("default"),
+            Writer::main("test"),
+        )
+        .await
+        .unwrap();
+    let (code, status) = http(
+        address,
+        "POST",
+        &path("loose"),
+        Some(eviction("loose", json!({}))),
+    )
+    .await;
+    assert_eq!(
+        (code, status),
+        (
+            201,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
+        )
+    );
+    assert_eq!(
+        registry
+            .get(&POD, Some("default"), "loose")
+            .await
+            .unwrap_err()
+            .code,
+        404,
+        "an unscheduled pod goes at once"
+    );
+    let (code, missing) = http(
+        address,
+        "POST",
+        &path("loose"),
+        Some(eviction("loose", json!({}))),
+    )
+    .await;
+    assert_eq!(
+        (code, &missing["message"]),
+        (404, &json!("pods \"loose\" not found"))
+    );
+
+    let mut bound = pod("bound", json!({}));
+    let Object::Pod(ref mut p) = bound else {
+        unreachable!()
+    };
+    p.spec.as_mut().unwrap().node_name = Some("n1".into());
+    let created = registry
+        .create(bound, Some("default"), Writer::main("test"))
+        .await
+        .unwrap();
+    let uid = created.metadata().uid.clone().unwrap();
+    let (code, wrong_name) = http(
+        address,
+        "POST",
+        &path("bound"),
+        Some(eviction("other", json!({}))),
+    )
+    .await;
+    assert_eq!(
+        (code, &wrong_name["message"]),
+        (
+            400,
+            &json!("name in URL does not match name in Eviction object")
+        )
+    );
+    let mut wrong_namespace = eviction("bound", json!({}));
+    wrong_namespace["metadata"]["namespace"] = json!("shop");
+    let (code, _) = http(address, "POST", &path("bound"), Some(wrong_namespace)).await;
+    assert_eq!(code, 400);
+    let (code, wrong_kind) = http(
+        address,
+        "POST",
+        &path("bound"),
+        Some(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bound"}})),
+    )
+    .await;
+    assert_eq!(code, 400, "{wrong_kind}");
+    let (code, conflict) = http(
+        address,
+        "POST",
+        &path("bound"),
+        Some(eviction(
+            "bound",
+            json!({"preconditions": {"uid": "other"}}),
+        )),
+    )
+    .await;
+    assert_eq!(code, 409, "{conflict}");
+    let (code, _) = http(
+        address,
+        "POST",
+        &path("bound"),
+        Some(eviction("bound", json!({"dryRun": ["All"]}))),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let untouched = registry.get(&POD, Some("default"), "bound").await.unwrap();
+    assert_eq!(untouched, created, "a dry run changes nothing");
+
+    // policy/v1beta1 too; the resourceVersion precondition survives the condition write.
+    let mut old_style = eviction(
+        "bound",
+        json!({"gracePeriodSeconds": 5, "preconditions": {"uid": uid, "resourceVersion": created.metadata().resource_version}}),
+    );
+    old_style["apiVersion"] = json!("policy/v1beta1");
+    let (code, status) = http(address, "POST", &path("bound"), Some(old_style)).await;
+    assert_eq!(code, 201, "{status}");
+    let Object::Pod(evicted) = registry.get(&POD, Some("default"), "bound").await.unwrap() else {
+        unreachable!()
+    };
+    assert!(
+        evicted.metadata.deletion_timestamp.is_some(),
+        "a pod on a node terminates gracefully"
+    );
+    assert_eq!(evicted.metadata.deletion_grace_period_seconds, Some(5));
+    let condition = evicted
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .unwrap();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_deref()),
+        ("True", Some("EvictionByEvictionAPI"))
+    );
+    cancel.cancel();
+}
+
 mod allocation {
     //! Cluster IPs and node ports through the registry and the HTTP API: allocation,
     //! Kubernetes' errors, release on every deletion path, dry runs, races.

@@ -247,3 +247,62 @@ async fn bad_requests_get_kubernetes_statuses() {
         stderr(&unknown)
     );
 }
+
+/// `kubectl cordon`, `drain` (which finds `pods/eviction` in discovery and POSTs a
+/// protobuf policy/v1 Eviction) and `uncordon` against the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drains_a_node_through_evictions() {
+    let member = Member::start(None).await;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    };
+    let node = write(
+        "node.json",
+        r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1"}}"#,
+    );
+    let output = kubectl(
+        &member,
+        &cache,
+        &["create", "--raw", "/api/v1/nodes", "-f", &node],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    // A pod whose controller Skiff does not serve (the garbage collector leaves it).
+    let pod = write(
+        "pod.json",
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":"j","uid":"6f1c0d3e-0000-4000-8000-000000000001","controller":true}]},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"i"}]}}"#,
+    );
+    let output = kubectl(
+        &member,
+        &cache,
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods",
+            "-f",
+            &pod,
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let output = kubectl(&member, &cache, &["drain", "n1", "--grace-period=0"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "node/n1 cordoned\nevicting pod default/p\npod/p evicted\nnode/n1 drained\n",
+        "{}",
+        stderr(&output)
+    );
+    let output = kubectl(&member, &cache, &["get", "pods", "-o", "name"]);
+    assert_eq!(stdout(&output), "", "{}", stderr(&output));
+    let output = kubectl(&member, &cache, &["uncordon", "n1"]);
+    assert_eq!(
+        stdout(&output),
+        "node/n1 uncordoned\n",
+        "{}",
+        stderr(&output)
+    );
+}

@@ -3,9 +3,11 @@
 
 pub(crate) mod api_resources;
 pub(crate) mod apply;
+pub(crate) mod cordon;
 pub(crate) mod create;
 pub(crate) mod delete;
 pub(crate) mod describe;
+pub(crate) mod drain;
 pub(crate) mod explain;
 pub(crate) mod get;
 pub(crate) mod images;
@@ -91,6 +93,9 @@ pub(crate) async fn run_remote(
         },
         RemoteCommand::Describe(args) => describe::run(&ctx, args).await,
         RemoteCommand::ApiResources(args) => api_resources::run(&ctx, args).await,
+        RemoteCommand::Cordon { nodes } => cordon::run(&ctx, &nodes, true).await,
+        RemoteCommand::Uncordon { nodes } => cordon::run(&ctx, &nodes, false).await,
+        RemoteCommand::Drain(args) => drain::run(&ctx, args).await,
     }
 }
 

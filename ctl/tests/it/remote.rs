@@ -772,3 +772,142 @@ fn logs_of_a_missing_pod_fail_like_kubectl() {
         "Error from server (NotFound): pods \"nope\" not found\n"
     );
 }
+
+/// A pod bound to `node` with `metadata` merged in (owner references, annotations).
+fn bound_pod(name: &str, node: &str, metadata: &str, volumes: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}{metadata}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: c, image: busybox}}]\n{volumes}"
+    )
+}
+
+/// An ownerReference to a controller of `kind` (Skiff serves neither Jobs nor
+/// DaemonSets, so its garbage collector leaves such pods alone).
+fn controlled_by(api_version: &str, kind: &str) -> String {
+    format!(
+        ", ownerReferences: [{{apiVersion: {api_version}, kind: {kind}, name: x, uid: 6f1c0d3e-0000-4000-8000-000000000001, controller: true}}]"
+    )
+}
+
+#[test]
+fn cordon_uncordon_and_drain_a_node() {
+    let cp = ControlPlane::start();
+    for node in ["n1", "n2"] {
+        let (code, body) = cp.http(
+            "POST",
+            "/api/v1/nodes",
+            "application/json",
+            &format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{node}","labels":{{"node-role.kubernetes.io/worker":""}}}}}}"#),
+        );
+        assert_eq!(code, 201, "{body}");
+    }
+    assert_eq!(success(&cp.skiff(&["cordon", "n1"])), "node/n1 cordoned\n");
+    assert_eq!(
+        success(&cp.skiff(&["cordon", "n1"])),
+        "node/n1 already cordoned\n"
+    );
+    let nodes = success(&cp.skiff(&["get", "nodes"]));
+    let lines: Vec<&str> = nodes.lines().collect();
+    assert_eq!(
+        words(lines[0]),
+        ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    );
+    assert_eq!(
+        words(lines[1])[..3],
+        ["n1", "Unknown,SchedulingDisabled", "worker"]
+    );
+    assert_eq!(words(lines[2])[..3], ["n2", "Unknown", "worker"]);
+    assert_eq!(
+        success(&cp.skiff(&["uncordon", "n1"])),
+        "node/n1 uncordoned\n"
+    );
+    assert_eq!(
+        success(&cp.skiff(&["uncordon", "n1"])),
+        "node/n1 already uncordoned\n"
+    );
+    let live = json(&cp.skiff(&["get", "node", "n1", "-o", "json"]));
+    assert_eq!(live["spec"].get("unschedulable"), None, "{live}");
+    assert_eq!(
+        failure(&cp.skiff(&["cordon", "nope"])),
+        "Error from server (NotFound): nodes \"nope\" not found\n"
+    );
+
+    let scratch = "  volumes: [{name: tmp, emptyDir: {}}]\n";
+    let mirror = ", annotations: {kubernetes.io/config.mirror: abc}";
+    let pods = [
+        bound_pod("bare", "n1", "", ""),
+        bound_pod("job-1", "n1", &controlled_by("batch/v1", "Job"), scratch),
+        bound_pod("agent", "n1", &controlled_by("apps/v1", "DaemonSet"), ""),
+        bound_pod("static", "n1", mirror, ""),
+        bound_pod("elsewhere", "n2", "", ""),
+    ]
+    .join("---\n");
+    success(&cp.skiff_with_stdin(&["apply", "-f", "-"], &pods));
+
+    // Refused: the node stays cordoned, nothing is evicted.
+    let output = cp.skiff(&["drain", "n1"]);
+    assert_eq!(
+        failure(&output),
+        "error: unable to drain node \"n1\" due to error:[cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): default/agent, cannot delete Pods declare no controller (use --force to override): default/bare, cannot delete Pods with local storage (use --delete-emptydir-data to override): default/job-1]\n"
+    );
+    assert_eq!(text(&output.stdout), "node/n1 cordoned\n");
+
+    let output = cp.skiff(&[
+        "drain",
+        "n1",
+        "--force",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--grace-period=0",
+    ]);
+    assert_eq!(
+        success(&output),
+        "node/n1 already cordoned\nevicting pod default/bare\nevicting pod default/job-1\npod/bare evicted\npod/job-1 evicted\nnode/n1 drained\n"
+    );
+    assert_eq!(
+        text(&output.stderr),
+        "Warning: ignoring DaemonSet-managed Pods: default/agent; deleting Pods that declare no controller: default/bare\n"
+    );
+    let left = success(&cp.skiff(&["get", "pods", "-o", "name"]));
+    assert_eq!(left, "pod/agent\npod/elsewhere\npod/static\n");
+
+    // Without a grace period the pod terminates gracefully: drain waits for it (no
+    // agent runs here, so it gives up at the timeout) …
+    success(&cp.skiff_with_stdin(
+        &["apply", "-f", "-"],
+        &bound_pod("slow", "n1", &controlled_by("batch/v1", "Job"), ""),
+    ));
+    let output = cp.skiff(&["drain", "n1", "--ignore-daemonsets", "--timeout=2s"]);
+    assert_eq!(
+        failure(&output),
+        "Warning: ignoring DaemonSet-managed Pods: default/agent\nerror: drain did not complete within 2s (still terminating: default/slow)\n"
+    );
+    assert_eq!(
+        text(&output.stdout),
+        "node/n1 already cordoned\nevicting pod default/slow\n"
+    );
+    let slow = json(&cp.skiff(&["get", "pod", "slow", "-o", "json"]));
+    assert!(slow["metadata"]["deletionTimestamp"].is_string(), "{slow}");
+    let conditions = slow["status"]["conditions"].as_array().unwrap();
+    assert!(
+        conditions.iter().any(|c| c["type"] == "DisruptionTarget"),
+        "{slow}"
+    );
+    // … until the node confirms the deletion, as an agent does.
+    let drain = cp
+        .skiff_command(&["drain", "n1", "--ignore-daemonsets"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, body) = cp.http(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/slow",
+        "application/json",
+        r#"{"gracePeriodSeconds":0}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let output = drain.wait_with_output().unwrap();
+    assert_eq!(
+        success(&output),
+        "node/n1 already cordoned\nevicting pod default/slow\npod/slow evicted\nnode/n1 drained\n"
+    );
+}
