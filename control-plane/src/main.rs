@@ -27,9 +27,11 @@ struct Flags {
     /// Address other members reach this one at (default: the listen address).
     #[arg(long)]
     advertise_peer: Option<String>,
-    /// Peer address (host:port) of an existing member to join.
-    #[arg(long)]
-    join: Option<String>,
+    /// Peer address (host:port) of an existing member to join through; repeat it to
+    /// try several in order. Used on first start only.
+    // `--join` stays an alias until it becomes the API URL of the token join.
+    #[arg(long = "join-peer", alias = "join", value_name = "HOST:PORT")]
+    join_peer: Vec<String>,
     /// Address of the Kubernetes API (plain HTTP; keep it on loopback).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen_api: SocketAddr,
@@ -76,6 +78,10 @@ enum MemberAction {
         /// Peer address of any member.
         #[arg(long, default_value = "127.0.0.1:2380")]
         peer: String,
+        /// The local member's data dir: its `pki/peer.crt` (if present) authenticates
+        /// the call over mutual TLS.
+        #[arg(long, default_value = "/var/lib/skiff/control-plane")]
+        data_dir: PathBuf,
     },
     /// Remove a member by id.
     Remove {
@@ -84,11 +90,17 @@ enum MemberAction {
         /// Peer address of any member.
         #[arg(long, default_value = "127.0.0.1:2380")]
         peer: String,
+        /// The local member's data dir: its `pki/peer.crt` (if present) authenticates
+        /// the call over mutual TLS.
+        #[arg(long, default_value = "/var/lib/skiff/control-plane")]
+        data_dir: PathBuf,
     },
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // One crypto backend everywhere; an error means one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -108,14 +120,22 @@ async fn run() -> anyhow::Result<()> {
     let flags = Flags::parse();
     match flags.command {
         Some(Command::Member {
-            action: MemberAction::List { peer },
-        }) => print!("{}", skiff_control_plane::admin::list_members(&peer).await?),
+            action: MemberAction::List { peer, data_dir },
+        }) => print!(
+            "{}",
+            skiff_control_plane::admin::list_members(&peer, &data_dir).await?
+        ),
         Some(Command::Member {
-            action: MemberAction::Remove { node_id, peer },
+            action:
+                MemberAction::Remove {
+                    node_id,
+                    peer,
+                    data_dir,
+                },
         }) => {
             print!(
                 "{}",
-                skiff_control_plane::admin::remove_member(&peer, node_id).await?
+                skiff_control_plane::admin::remove_member(&peer, &data_dir, node_id).await?
             );
         }
         None => {
@@ -133,11 +153,15 @@ async fn run() -> anyhow::Result<()> {
                 wait_for_signal().await;
                 signals.cancel();
             });
+            // Peer traffic is mutual TLS once the data dir holds a peer certificate.
+            let tls = skiff_control_plane::store::PeerTls::load(&flags.data_dir.join("pki"))
+                .context("failed to load the peer certificate")?;
             let store = skiff_control_plane::store::Config {
                 data_dir: flags.data_dir,
                 listen_peer: flags.listen_peer,
                 advertise_peer: flags.advertise_peer,
-                join: flags.join,
+                join: flags.join_peer,
+                tls,
                 tuning: skiff_control_plane::store::Tuning::default(),
             };
             let mut controllers = skiff_control_plane::controllers::Settings::default();
