@@ -1,5 +1,8 @@
 //! Operator commands: `skiff-control-plane member list|remove` and `snapshot save` talk
 //! to a running member over its peer port; `snapshot restore` works offline.
+//!
+//! When the data dir holds the member's peer certificate (`pki/peer.crt`, `pki/peer.key`,
+//! `pki/ca.crt`), they speak mutual TLS with it, exactly like another member.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,19 +10,34 @@ use std::path::Path;
 use anyhow::Context;
 use skiff_proto::store::raft_client::RaftClient;
 use skiff_proto::store::{MembersReply, MembersRequest, RemoveMemberRequest, SnapshotRequest};
+use tonic::transport::Channel;
 
-use crate::store::peer_url;
 use crate::store::snapshot::{self, SnapshotWriter};
+use crate::store::{PeerTls, peer_endpoint};
 
-async fn client(peer: &str) -> anyhow::Result<RaftClient<tonic::transport::Channel>> {
-    RaftClient::connect(peer_url(peer))
+/// A connection to the member at `peer`, over mutual TLS when `data_dir/pki` holds a peer
+/// certificate, plain HTTP/2 otherwise.
+pub async fn connect(peer: &str, data_dir: &Path) -> anyhow::Result<Channel> {
+    let tls = PeerTls::load(&data_dir.join("pki")).with_context(|| {
+        format!(
+            "failed to load the peer certificate of {}",
+            data_dir.display()
+        )
+    })?;
+    peer_endpoint(peer, tls.as_ref())
+        .with_context(|| format!("invalid peer address {peer}"))?
+        .connect()
         .await
         .with_context(|| format!("failed to connect to the member at {peer}"))
 }
 
+async fn client(peer: &str, data_dir: &Path) -> anyhow::Result<RaftClient<Channel>> {
+    Ok(RaftClient::new(connect(peer, data_dir).await?))
+}
+
 /// The members as a table: id, address, role, and which one leads.
-pub async fn list_members(peer: &str) -> anyhow::Result<String> {
-    let reply = client(peer)
+pub async fn list_members(peer: &str, data_dir: &Path) -> anyhow::Result<String> {
+    let reply = client(peer, data_dir)
         .await?
         .members(MembersRequest {})
         .await
@@ -28,8 +46,8 @@ pub async fn list_members(peer: &str) -> anyhow::Result<String> {
 }
 
 /// Removes member `node_id` (through the leader), then lists the members left.
-pub async fn remove_member(peer: &str, node_id: u64) -> anyhow::Result<String> {
-    let reply = client(peer)
+pub async fn remove_member(peer: &str, data_dir: &Path, node_id: u64) -> anyhow::Result<String> {
+    let reply = client(peer, data_dir)
         .await?
         .remove_member(RemoveMemberRequest { node_id })
         .await
@@ -39,8 +57,8 @@ pub async fn remove_member(peer: &str, node_id: u64) -> anyhow::Result<String> {
 
 /// Saves a linearizable copy of the whole keyspace, taken by the member at `peer`, to
 /// `path` (atomically), and says what it holds.
-pub async fn save_snapshot(peer: &str, path: &Path) -> anyhow::Result<String> {
-    let mut chunks = client(peer)
+pub async fn save_snapshot(peer: &str, data_dir: &Path, path: &Path) -> anyhow::Result<String> {
+    let mut chunks = client(peer, data_dir)
         .await?
         .snapshot(SnapshotRequest {})
         .await
@@ -100,6 +118,52 @@ mod tests {
     use skiff_proto::store::Member;
 
     use super::*;
+    use crate::store::{Config, PEER_GROUP, Store, Tuning};
+
+    fn peer_certificate(ca: &skiff_pki::Ca, name: &str) -> skiff_pki::KeyPair {
+        ca.issue(&skiff_pki::Issue {
+            common_name: format!("system:skiff-peer:{name}"),
+            organizations: vec![PEER_GROUP.to_owned()],
+            dns_names: Vec::new(),
+            ips: vec!["127.0.0.1".parse().unwrap()],
+            usage: skiff_pki::Usage::ServerAndClient,
+            validity_days: 1,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn member_commands_use_the_data_dirs_peer_certificate() {
+        let ca = skiff_pki::Ca::generate("skiff-test-ca").unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(Config {
+            data_dir: store_dir.path().to_owned(),
+            listen_peer: "127.0.0.1:0".parse().unwrap(),
+            advertise_peer: None,
+            join: Vec::new(),
+            tls: Some(PeerTls {
+                ca_pem: ca.cert_pem.clone(),
+                identity: peer_certificate(&ca, "a"),
+            }),
+            tuning: Tuning::default(),
+        })
+        .await
+        .unwrap();
+
+        let data_dir = tempfile::tempdir().unwrap();
+        let pki_dir = data_dir.path().join("pki");
+        peer_certificate(&ca, "b").save(&pki_dir, "peer").unwrap();
+        std::fs::write(pki_dir.join("ca.crt"), &ca.cert_pem).unwrap();
+        let table = list_members(store.address(), data_dir.path())
+            .await
+            .unwrap();
+        assert!(table.contains(store.address()), "{table}");
+
+        // Without a peer certificate the command speaks plain HTTP/2 and is refused.
+        let bare = tempfile::tempdir().unwrap();
+        assert!(list_members(store.address(), bare.path()).await.is_err());
+        store.shutdown().await;
+    }
 
     #[test]
     fn renders_roles() {

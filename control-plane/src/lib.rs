@@ -113,7 +113,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Some(join) if !security::Pki::exists(&data_dir) => {
             let joined = security::join_cluster(&join.server, &join.token, &member).await?;
             let pki = security::Pki::load_or_create(&data_dir, &names, Some(joined.ca))?;
-            store_config.join = joined.peers.first().cloned();
+            store_config.join = joined.peers;
             let token = skiff_pki::Token::parse(&join.token).context("invalid --token")?;
             (pki, Some(token))
         }
@@ -123,6 +123,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     };
     let tokens = security::Tokens::load_or_create(&data_dir, &pki.ca, join_token)?;
+    store_config.tls = Some(store::PeerTls {
+        ca_pem: pki.ca.cert_pem.clone(),
+        identity: pki.peer.clone(),
+    });
     let store = store::Store::open(store_config).await?;
     println!(
         "skiff-control-plane: member {} serving peers on {}",

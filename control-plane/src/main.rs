@@ -34,6 +34,10 @@ struct Flags {
     /// the first member's `DATA/token`).
     #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Peer address (host:port) of an existing member to join through directly, when
+    /// this data dir already holds the cluster's PKI; repeatable, tried in order.
+    #[arg(long = "join-peer", value_name = "HOST:PORT")]
+    join_peer: Vec<String>,
     /// Address of the Kubernetes API (HTTPS).
     #[arg(long, default_value = "0.0.0.0:6443")]
     listen_api: SocketAddr,
@@ -165,6 +169,8 @@ enum MemberAction {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // One crypto backend everywhere; an error means one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -212,20 +218,27 @@ async fn run() -> anyhow::Result<()> {
         }
         Some(Command::Member {
             action: MemberAction::List { peer },
-        }) => print!("{}", skiff_control_plane::admin::list_members(&peer).await?),
+        }) => print!(
+            "{}",
+            skiff_control_plane::admin::list_members(&peer, &flags.data_dir).await?
+        ),
         Some(Command::Member {
-            action: MemberAction::Remove { node_id, peer },
+            action:
+                MemberAction::Remove {
+                    node_id,
+                    peer,
+                },
         }) => {
             print!(
                 "{}",
-                skiff_control_plane::admin::remove_member(&peer, node_id).await?
+                skiff_control_plane::admin::remove_member(&peer, &flags.data_dir, node_id).await?
             );
         }
         Some(Command::Snapshot {
             action: SnapshotAction::Save { file, peer },
         }) => print!(
             "{}",
-            skiff_control_plane::admin::save_snapshot(&peer, &file).await?
+            skiff_control_plane::admin::save_snapshot(&peer, &flags.data_dir, &file).await?
         ),
         Some(Command::Snapshot {
             action: SnapshotAction::Restore { file },
@@ -248,11 +261,14 @@ async fn run() -> anyhow::Result<()> {
                 wait_for_signal().await;
                 signals.cancel();
             });
+            // Peer traffic is mutual TLS with the member's peer certificate, which
+            // `run` loads or creates under the data dir.
             let store = skiff_control_plane::store::Config {
                 data_dir: flags.data_dir,
                 listen_peer: flags.listen_peer,
                 advertise_peer: flags.advertise_peer,
-                join: None,
+                join: flags.join_peer,
+                tls: None,
                 tuning: skiff_control_plane::store::Tuning::default(),
             };
             let mut controllers = skiff_control_plane::controllers::Settings::default();

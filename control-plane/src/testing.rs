@@ -38,7 +38,8 @@ pub async fn registry_keeping(history_revisions: u64) -> (TempDir, Registry) {
         data_dir: dir.path().to_owned(),
         listen_peer: "127.0.0.1:0".parse().unwrap(),
         advertise_peer: None,
-        join: None,
+        join: Vec::new(),
+        tls: None,
         tuning,
     })
     .await

@@ -304,9 +304,12 @@ impl From<store::Error> for ApiError {
                 Self::gone(format!("too old resource version: {error}"))
             }
             store::Error::InvalidRequest(_) => Self::bad_request(error.to_string()),
-            store::Error::Database { .. } | store::Error::Raft(_) | store::Error::Server { .. } => {
-                Self::internal(error.to_string())
-            }
+            // This member cannot reach the leader; another member may serve the request.
+            store::Error::PeerAuth { .. } => Self::unavailable(error.to_string()),
+            store::Error::Database { .. }
+            | store::Error::Raft(_)
+            | store::Error::Server { .. }
+            | store::Error::Tls { .. } => Self::internal(error.to_string()),
         }
     }
 }

@@ -21,6 +21,7 @@ use super::log_store::LogStore;
 use super::network::{NetworkFactory, Peers};
 use super::propose::{Proposed, Proposer};
 use super::state_machine::{RangeResult, Reader, StateMachine};
+use super::tls::{self, PeerAuth};
 use super::watch::{WatchHub, WatchStream};
 use super::{
     Config, Error, KeyValue, NodeId, Op, Raft, Result, Tuning, Txn, TxnOutcome, service, snapshot,
@@ -77,8 +78,11 @@ pub(super) const FORWARDED: &str = "x-skiff-forwarded";
 impl Store {
     /// Opens the member in `config.data_dir`, starts its peer server, and either
     /// starts a new cluster (first start without `join`), rejoins the one on disk
-    /// (restart), or joins the cluster at `config.join` (first start with `join`).
+    /// (restart), or joins the cluster through `config.join` (first start with `join`).
+    /// With `config.tls`, peer traffic both ways is mutual TLS.
     pub async fn open(config: Config) -> Result<Self> {
+        // Bad TLS material fails here, before anything listens.
+        let server = service::server(config.tls.as_ref())?;
         let listener = TcpListener::bind(config.listen_peer)
             .await
             .map_err(|source| Error::Server {
@@ -102,7 +106,7 @@ impl Store {
             &state_db,
             node_id,
             &address,
-            config.join.as_deref(),
+            config.join.first().map(String::as_str),
         )
         .map_err(|e| Error::database("importing the restored snapshot", e))?
         {
@@ -134,7 +138,7 @@ impl Store {
             durable_snapshot,
         )?;
         let reader = state_machine.reader();
-        let peers = Peers::default();
+        let peers = Peers::new(config.tls.clone());
         let network = NetworkFactory {
             peers: peers.clone(),
         };
@@ -168,10 +172,14 @@ impl Store {
         };
         store.inner.tasks.spawn(service::serve(
             store.clone(),
+            server,
             listener,
+            PeerAuth {
+                required: config.tls.is_some(),
+            },
             store.inner.cancel.clone(),
         ));
-        if let Err(error) = store.bootstrap(config.join.as_deref()).await {
+        if let Err(error) = store.bootstrap(&config.join).await {
             store.shutdown().await;
             return Err(error);
         }
@@ -179,7 +187,7 @@ impl Store {
         Ok(store)
     }
 
-    async fn bootstrap(&self, join: Option<&str>) -> Result<()> {
+    async fn bootstrap(&self, join: &[String]) -> Result<()> {
         let raft = &self.inner.raft;
         if raft
             .is_initialized()
@@ -188,51 +196,57 @@ impl Store {
         {
             return Ok(());
         }
-        match join {
-            None => {
-                let members =
-                    BTreeMap::from([(self.inner.node_id, BasicNode::new(&self.inner.address))]);
-                raft.initialize(members)
-                    .await
-                    .map_err(|e| Error::Raft(e.to_string()))
-            }
-            Some(existing) => self.join(existing).await,
+        if join.is_empty() {
+            let members =
+                BTreeMap::from([(self.inner.node_id, BasicNode::new(&self.inner.address))]);
+            return raft
+                .initialize(members)
+                .await
+                .map_err(|e| Error::Raft(e.to_string()));
         }
+        self.join(join).await
     }
 
-    /// Asks the member at `existing` to add this one; retries until it succeeds.
-    async fn join(&self, existing: &str) -> Result<()> {
+    /// Asks the members at `existing`, in order, to add this one; retries the list until
+    /// one accepts or the join timeout passes. A TLS failure or a refused certificate
+    /// ends the join at once: it is a misconfiguration that waiting cannot fix.
+    async fn join(&self, existing: &[String]) -> Result<()> {
         let deadline = Instant::now() + JOIN_TIMEOUT;
         loop {
-            let request = JoinRequest {
-                node_id: self.inner.node_id,
-                address: self.inner.address.clone(),
-            };
-            let mut request = tonic::Request::new(request);
-            // Joining waits for this member to catch up as a learner: bounded by the
-            // overall join timeout.
-            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-            let attempt = async {
-                self.inner
-                    .peers
-                    .raft(existing)
-                    .map_err(|e| e.to_string())?
-                    .join(request)
-                    .await
-                    .map_err(|s| s.message().to_owned())
-            };
-            match attempt.await {
-                Ok(_) => return Ok(()),
-                Err(message) if Instant::now() < deadline => {
-                    tracing::info!(%existing, %message, "join not accepted yet; retrying");
-                    sleep(Duration::from_millis(500)).await;
+            let mut last_message = String::new();
+            for address in existing {
+                let request = JoinRequest {
+                    node_id: self.inner.node_id,
+                    address: self.inner.address.clone(),
+                };
+                let mut request = tonic::Request::new(request);
+                // Joining waits for this member to catch up as a learner: bounded by the
+                // overall join timeout.
+                request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                let mut client =
+                    self.inner.peers.raft(address).map_err(|e| {
+                        Error::InvalidRequest(format!("peer address {address}: {e}"))
+                    })?;
+                let status = match client.join(request).await {
+                    Ok(_) => return Ok(()),
+                    Err(status) => status,
+                };
+                if let Some(message) = tls::auth_failure(&status) {
+                    return Err(Error::PeerAuth {
+                        address: address.clone(),
+                        message,
+                    });
                 }
-                Err(message) => {
-                    return Err(Error::Unavailable(format!(
-                        "could not join the cluster at {existing}: {message}"
-                    )));
-                }
+                tracing::info!(%address, message = %status.message(), "join not accepted");
+                last_message = format!("{address}: {}", status.message());
             }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "could not join the cluster through {}: {last_message}",
+                    existing.join(", ")
+                )));
+            }
+            sleep(Duration::from_millis(500)).await;
         }
     }
 

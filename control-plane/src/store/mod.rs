@@ -8,6 +8,7 @@
 //! - `propose`: batches concurrent transactions into one log entry (group commit).
 //! - `network`: openraft's network over tonic, and clients of other members.
 //! - `service`: the gRPC `Raft` and `Kv` services members and clients call.
+//! - `tls`: mutual TLS between members ([`PeerTls`]) and the peer-certificate check.
 //! - `handle`: [`Store`], the API the rest of the control plane uses.
 //! - `snapshot`: backup files of the keyspace (`snapshot save|restore`) and their import
 //!   into a new member.
@@ -24,6 +25,7 @@ mod propose;
 mod service;
 pub mod snapshot;
 mod state_machine;
+mod tls;
 mod watch;
 
 #[cfg(test)]
@@ -37,8 +39,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use handle::{Consistency, Member, Store};
-pub use network::peer_url;
+pub use network::{peer_endpoint, peer_url};
 pub use propose::Batch;
+pub use tls::{PEER_GROUP, PeerTls};
 pub use watch::{WatchMessage, WatchStream};
 
 /// A member's identity in the Raft group.
@@ -221,9 +224,13 @@ pub struct Config {
     pub listen_peer: SocketAddr,
     /// Address other members reach this one at; defaults to the bound listen address.
     pub advertise_peer: Option<String>,
-    /// Peer address (`host:port` or `http://host:port`) of any existing member to join;
-    /// `None` starts (or restarts) a cluster of its own.
-    pub join: Option<String>,
+    /// Peer addresses (`host:port` or URLs) of existing members to join through, tried
+    /// in order (the leader's first saves a forward); empty starts a cluster of its own.
+    /// Ignored on restart: the member rejoins the cluster on disk.
+    pub join: Vec<String>,
+    /// Mutual TLS for peer traffic, both served and used towards other members; `None`
+    /// speaks plain HTTP/2 (tests, benches, `skiff up`).
+    pub tls: Option<PeerTls>,
     /// Timing and size knobs.
     pub tuning: Tuning,
 }
@@ -263,6 +270,24 @@ pub enum Error {
     /// The request is invalid (an empty transaction, an unknown member).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// TLS with another member failed in a way retrying cannot fix: its certificate is
+    /// not from our CA or names another host, or it refused ours.
+    #[error("mutual TLS with the member at {address} failed: {message}")]
+    PeerAuth {
+        /// The member's peer address.
+        address: String,
+        /// What failed.
+        message: String,
+    },
+    /// The peer TLS material could not be loaded or used.
+    #[error("peer TLS failed: {context}")]
+    Tls {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The peer server could not start.
     #[error("peer server on {address} failed")]
     Server {

@@ -21,27 +21,62 @@ use skiff_proto::store::kv_client::KvClient;
 use skiff_proto::store::raft_client::RaftClient;
 use tonic::transport::{Channel, Endpoint};
 
+use super::tls::PeerTls;
 use super::{NodeId, TypeConfig, db};
 
 /// Largest gRPC message members exchange (snapshot chunks are smaller).
 pub(super) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Lazily connected channels to other members, keyed by address.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Mutual TLS towards other members; `None` speaks plain HTTP/2.
+    tls: Option<Arc<PeerTls>>,
 }
 
-/// `host:port` → `http://host:port`; full URLs pass through.
-pub fn peer_url(address: &str) -> String {
+/// `host:port` → `http://host:port`, or `https://host:port` when `tls` is on; full URLs
+/// pass through.
+pub fn peer_url(address: &str, tls: bool) -> String {
     if address.contains("://") {
         address.to_owned()
+    } else if tls {
+        format!("https://{address}")
     } else {
         format!("http://{address}")
     }
 }
 
+/// An endpoint for the member at `address` (`host:port` or a URL), over mutual TLS when
+/// `tls` is given: the one place peer connections are configured (members and the
+/// `member` commands alike).
+pub fn peer_endpoint(
+    address: &str,
+    tls: Option<&PeerTls>,
+) -> Result<Endpoint, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(peer_url(address, tls.is_some()))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    match tls {
+        Some(tls) => {
+            let host = endpoint.uri().host().unwrap_or_default().to_owned();
+            endpoint.tls_config(tls.client_config(&host))
+        }
+        None => Ok(endpoint),
+    }
+}
+
 impl Peers {
+    /// A pool whose connections use `tls` (`None`: plain HTTP/2).
+    pub fn new(tls: Option<PeerTls>) -> Self {
+        Self {
+            channels: Arc::default(),
+            tls: tls.map(Arc::new),
+        }
+    }
+
     fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self
             .channels
@@ -50,12 +85,7 @@ impl Peers {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(peer_url(address))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let channel = peer_endpoint(address, self.tls.as_deref())?.connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }

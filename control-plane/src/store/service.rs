@@ -14,17 +14,41 @@ use skiff_proto::store::raft_server::{Raft as RaftRpc, RaftServer};
 use tokio::net::TcpListener;
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
 use super::handle::FORWARDED;
 use super::network::MAX_MESSAGE_BYTES;
+use super::tls::{PeerAuth, PeerTls};
 use super::{
     Consistency, Error, Event, EventKind, KeyValue, NodeId, Op, Precondition, Store, Txn,
     TxnOutcome, WatchMessage, db,
 };
 
-/// Serves `Raft` and `Kv` on `listener` until `cancel` fires.
-pub(super) async fn serve(store: Store, listener: TcpListener, cancel: CancellationToken) {
+/// The peer server: over mutual TLS when `tls` is given.
+pub(super) fn server(tls: Option<&PeerTls>) -> Result<Server, Error> {
+    let server = Server::builder();
+    match tls {
+        Some(tls) => server
+            .tls_config(tls.server_config())
+            .map_err(|source| Error::Tls {
+                context: "configuring the peer server's TLS".to_owned(),
+                source: Box::new(source),
+            }),
+        None => Ok(server),
+    }
+}
+
+/// Serves `Raft` and `Kv` with `server` on `listener` until `cancel` fires; with TLS,
+/// only callers presenting a peer certificate get through.
+pub(super) async fn serve(
+    store: Store,
+    mut server: Server,
+    listener: TcpListener,
+    auth: PeerAuth,
+    cancel: CancellationToken,
+) {
     // Small request/response pairs must not wait for Nagle's algorithm.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let raft = RaftServer::new(RaftService {
@@ -35,9 +59,9 @@ pub(super) async fn serve(store: Store, listener: TcpListener, cancel: Cancellat
     let kv = KvServer::new(KvService { store })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let result = tonic::transport::Server::builder()
-        .add_service(raft)
-        .add_service(kv)
+    let result = server
+        .add_service(InterceptedService::new(raft, auth))
+        .add_service(InterceptedService::new(kv, auth))
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
         .await;
     if let Err(error) = result {
@@ -53,7 +77,10 @@ impl From<Error> for Status {
             Error::Indeterminate(_) => Status::unknown(message),
             Error::Compacted { .. } => Status::out_of_range(message),
             Error::InvalidRequest(_) => Status::invalid_argument(message),
-            Error::Database { .. } | Error::Raft(_) | Error::Server { .. } => {
+            // A member that cannot reach another over TLS is degraded, not the caller's
+            // fault; another member may serve the caller.
+            Error::PeerAuth { .. } => Status::unavailable(message),
+            Error::Database { .. } | Error::Raft(_) | Error::Server { .. } | Error::Tls { .. } => {
                 Status::internal(message)
             }
         }

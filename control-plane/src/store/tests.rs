@@ -61,7 +61,11 @@ async fn member(dir: &TempDir, join: Option<&Store>, tuning: Tuning) -> Store {
         data_dir: dir.path().to_owned(),
         listen_peer: "127.0.0.1:0".parse().unwrap(),
         advertise_peer: None,
-        join: join.map(|store| store.address().to_owned()),
+        join: join
+            .map(|store| store.address().to_owned())
+            .into_iter()
+            .collect(),
+        tls: None,
         tuning,
     };
     Store::open(config).await.expect("open member")
@@ -73,7 +77,8 @@ async fn reopen(dir: &TempDir, address: &str, tuning: Tuning) -> Store {
         data_dir: dir.path().to_owned(),
         listen_peer: address.parse().unwrap(),
         advertise_peer: None,
-        join: None,
+        join: Vec::new(),
+        tls: None,
         tuning,
     };
     Store::open(config).await.expect("reopen member")
@@ -851,7 +856,7 @@ async fn a_saved_snapshot_restores_into_a_new_cluster_at_the_same_revision() {
     // Save through the peer port, as `snapshot save` does.
     let backups = tempfile::tempdir().unwrap();
     let file = backups.path().join("backup.snap");
-    let printed = crate::admin::save_snapshot(source.address(), &file)
+    let printed = crate::admin::save_snapshot(source.address(), std::path::Path::new("/nonexistent"), &file)
         .await
         .unwrap();
     let size = std::fs::metadata(&file).unwrap().len();
@@ -882,7 +887,8 @@ async fn a_saved_snapshot_restores_into_a_new_cluster_at_the_same_revision() {
         data_dir: data_dir.clone(),
         listen_peer: "127.0.0.1:0".parse().unwrap(),
         advertise_peer: None,
-        join: None,
+        join: Vec::new(),
+        tls: None,
         tuning: test_tuning(),
     };
     let restored = Store::open(config.clone()).await.unwrap();
@@ -1003,7 +1009,7 @@ async fn a_follower_saves_a_linearizable_snapshot() {
     );
     let backups = tempfile::tempdir().unwrap();
     let file = backups.path().join("f.snap");
-    crate::admin::save_snapshot(follower.address(), &file)
+    crate::admin::save_snapshot(follower.address(), std::path::Path::new("/nonexistent"), &file)
         .await
         .unwrap();
     let info = snapshot::verify(&file).unwrap();
@@ -1022,7 +1028,7 @@ async fn damaged_snapshots_and_used_targets_are_refused_without_leftovers() {
     fill(&source).await;
     let backups = tempfile::tempdir().unwrap();
     let good = backups.path().join("good.snap");
-    crate::admin::save_snapshot(source.address(), &good)
+    crate::admin::save_snapshot(source.address(), std::path::Path::new("/nonexistent"), &good)
         .await
         .unwrap();
     let bytes = std::fs::read(&good).unwrap();
@@ -1088,7 +1094,8 @@ async fn damaged_snapshots_and_used_targets_are_refused_without_leftovers() {
         data_dir: source_dir.path().to_owned(),
         listen_peer: address.parse().unwrap(),
         advertise_peer: None,
-        join: None,
+        join: Vec::new(),
+        tls: None,
         tuning: test_tuning(),
     };
     let Err(error) = Store::open(config.clone()).await else {
@@ -1097,7 +1104,7 @@ async fn damaged_snapshots_and_used_targets_are_refused_without_leftovers() {
     assert!(format!("{:#}", anyhow::Error::from(error)).contains("its member has already run"),);
     let Err(error) = Store::open(Config {
         data_dir: empty.clone(),
-        join: Some(address),
+        join: vec![address],
         ..config
     })
     .await
@@ -1109,4 +1116,238 @@ async fn damaged_snapshots_and_used_targets_are_refused_without_leftovers() {
         empty.join(snapshot::RESTORE_FILE).exists(),
         "the import is left for a later start"
     );
+}
+
+// Mutual TLS between members: certificates from a test CA, with IP SANs for 127.0.0.1.
+
+/// A certificate for 127.0.0.1 signed by `ca`, naming `common_name` in `group`.
+fn certificate(ca: &skiff_pki::Ca, common_name: &str, group: &str) -> skiff_pki::KeyPair {
+    ca.issue(&skiff_pki::Issue {
+        common_name: common_name.to_owned(),
+        organizations: vec![group.to_owned()],
+        dns_names: Vec::new(),
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        usage: skiff_pki::Usage::ServerAndClient,
+        validity_days: 1,
+    })
+    .expect("issue a certificate")
+}
+
+/// What a member named `name` of the cluster under `ca` gets: the CA and its peer
+/// certificate.
+fn peer_tls(ca: &skiff_pki::Ca, name: &str) -> PeerTls {
+    PeerTls {
+        ca_pem: ca.cert_pem.clone(),
+        identity: certificate(ca, &format!("system:skiff-peer:{name}"), PEER_GROUP),
+    }
+}
+
+/// Opens a member with `tls`, joining through `join` (empty: a new cluster).
+async fn tls_member(dir: &TempDir, tls: PeerTls, join: Vec<String>) -> Result<Store> {
+    Store::open(Config {
+        data_dir: dir.path().to_owned(),
+        listen_peer: "127.0.0.1:0".parse().unwrap(),
+        advertise_peer: None,
+        join,
+        tls: Some(tls),
+        tuning: test_tuning(),
+    })
+    .await
+}
+
+/// Calls `Members` on the member at `address` as a client with `tls`.
+async fn members_as(tls: Option<PeerTls>, address: &str) -> Result<(), tonic::Status> {
+    let peers = network::Peers::new(tls);
+    let mut client = peers.raft(address).expect("a valid address");
+    let request = tonic::Request::new(skiff_proto::store::MembersRequest {});
+    tokio::time::timeout(Duration::from_secs(10), client.members(request))
+        .await
+        .expect("an answer within 10 s")
+        .map(|_| ())
+}
+
+#[test]
+fn peer_urls_use_https_with_tls() {
+    assert_eq!(peer_url("10.0.0.1:2380", true), "https://10.0.0.1:2380");
+    assert_eq!(peer_url("10.0.0.1:2380", false), "http://10.0.0.1:2380");
+    assert_eq!(peer_url("https://a:2380", false), "https://a:2380");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_over_mutual_tls_elect_replicate_and_forward() {
+    let ca = skiff_pki::Ca::generate("skiff-test-ca").unwrap();
+    let dirs = three_dirs();
+    let first = tls_member(&dirs[0], peer_tls(&ca, "a"), Vec::new())
+        .await
+        .unwrap();
+    wait_until("first leader", || first.is_leader()).await;
+    let second = tls_member(
+        &dirs[1],
+        peer_tls(&ca, "b"),
+        vec![first.address().to_owned()],
+    )
+    .await
+    .unwrap();
+    // The join list is tried in order: a dead address first is skipped.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_address = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let third = tls_member(
+        &dirs[2],
+        peer_tls(&ca, "c"),
+        vec![dead_address, second.address().to_owned()],
+    )
+    .await
+    .unwrap();
+    let stores = [first, second, third];
+    wait_until("three voters", || {
+        stores[0].members().iter().filter(|m| m.voter).count() == 3
+    })
+    .await;
+    let leader = leader_of(&stores).expect("a leader");
+
+    // A transaction on the leader replicates to every member.
+    let revision = committed_revision(
+        &stores[leader]
+            .txn(Txn {
+                ops: vec![
+                    Op::Create {
+                        key: "/tls/a".to_owned(),
+                        value: b"1".to_vec(),
+                    },
+                    Op::Create {
+                        key: "/tls/b".to_owned(),
+                        value: b"2".to_vec(),
+                    },
+                ],
+            })
+            .await
+            .unwrap(),
+    );
+    for store in &stores {
+        wait_until("replication", || store.revision() >= revision).await;
+        assert_eq!(
+            value(store, "/tls/b", Consistency::Stale).await,
+            Some(b"2".to_vec())
+        );
+    }
+
+    // A follower forwards a write to the leader and reads it back linearizably.
+    let follower = (0..3).find(|idx| *idx != leader).unwrap();
+    committed_revision(
+        &stores[follower]
+            .create("/tls/forwarded", b"f".to_vec())
+            .await
+            .unwrap(),
+    );
+    for store in &stores {
+        assert_eq!(
+            value(store, "/tls/forwarded", Consistency::Linearizable).await,
+            Some(b"f".to_vec())
+        );
+    }
+    for store in &stores {
+        store.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_port_admits_only_peer_certificates_from_the_cluster_ca() {
+    let ca = skiff_pki::Ca::generate("skiff-test-ca").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = tls_member(&dir, peer_tls(&ca, "a"), Vec::new())
+        .await
+        .unwrap();
+    let address = store.address().to_owned();
+
+    // Another peer certificate from the CA is admitted.
+    members_as(Some(peer_tls(&ca, "ops")), &address)
+        .await
+        .expect("a peer certificate is admitted");
+
+    // A node certificate from the same CA passes the handshake but is no peer.
+    let node = PeerTls {
+        ca_pem: ca.cert_pem.clone(),
+        identity: certificate(&ca, "system:node:n1", "system:nodes"),
+    };
+    let refused = members_as(Some(node.clone()), &address).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert_eq!(refused.message(), "peer certificate required");
+    let mut kv = network::Peers::new(Some(node)).kv(&address).unwrap();
+    let write = kv
+        .txn(service::txn_to_proto(&Txn {
+            ops: vec![Op::Create {
+                key: "/tls/node".to_owned(),
+                value: Vec::new(),
+            }],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(write.code(), tonic::Code::PermissionDenied, "{write:?}");
+
+    // A peer certificate from another CA fails the handshake.
+    let other_ca = skiff_pki::Ca::generate("other-ca").unwrap();
+    let stranger = PeerTls {
+        ca_pem: ca.cert_pem.clone(),
+        identity: certificate(&other_ca, "system:skiff-peer:x", PEER_GROUP),
+    };
+    let refused = members_as(Some(stranger), &address).await.unwrap_err();
+    assert_ne!(refused.code(), tonic::Code::Ok, "{refused:?}");
+
+    // Plain HTTP/2 gets no answer either.
+    let refused = members_as(None, &address).await.unwrap_err();
+    assert_ne!(refused.code(), tonic::Code::Ok, "{refused:?}");
+
+    assert_eq!(
+        value(&store, "/tls/node", Consistency::Linearizable).await,
+        None
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_with_the_wrong_ca_or_a_non_peer_certificate_fails_at_once() {
+    let ca = skiff_pki::Ca::generate("skiff-test-ca").unwrap();
+    let dirs = three_dirs();
+    let first = tls_member(&dirs[0], peer_tls(&ca, "a"), Vec::new())
+        .await
+        .unwrap();
+    wait_until("first leader", || first.is_leader()).await;
+    let join = vec![first.address().to_owned()];
+
+    // The joiner does not trust the cluster's certificates (nor the cluster its).
+    let started = Instant::now();
+    let other_ca = skiff_pki::Ca::generate("other-ca").unwrap();
+    let error = tls_member(&dirs[1], peer_tls(&other_ca, "b"), join.clone())
+        .await
+        .err()
+        .expect("joining with another CA fails");
+    let message = error.to_string();
+    assert!(matches!(error, Error::PeerAuth { .. }), "{error:?}");
+    assert!(
+        message.starts_with(&format!("mutual TLS with the member at {}", join[0]))
+            && message.contains("certificate"),
+        "{message}"
+    );
+    assert!(!error.is_retryable());
+
+    // The joiner trusts the CA but holds a node certificate: the cluster refuses it.
+    let node = PeerTls {
+        ca_pem: ca.cert_pem.clone(),
+        identity: certificate(&ca, "system:node:n1", "system:nodes"),
+    };
+    let error = tls_member(&dirs[2], node, join)
+        .await
+        .err()
+        .expect("joining with a node certificate fails");
+    assert!(
+        error.to_string().ends_with("peer certificate required"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the failures were not retried until the join timeout"
+    );
+    assert_eq!(first.members().len(), 1);
+    first.shutdown().await;
 }

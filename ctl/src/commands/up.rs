@@ -63,7 +63,8 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
         data_dir: data_dir.join("control-plane"),
         listen_peer: SocketAddr::from(([127, 0, 0, 1], 0)),
         advertise_peer: None,
-        join: None,
+        join: Vec::new(),
+        tls: None,
         tuning: skiff_control_plane::store::Tuning::default(),
     };
     let plane = skiff_control_plane::Config {
