@@ -90,12 +90,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .advertise_address
         .or_else(|| Some(config.listen_api.ip()).filter(|ip| !ip.is_unspecified()))
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let member = config
-        .security
-        .member_name
-        .clone()
-        .or_else(|| nix_hostname())
-        .unwrap_or_else(|| "skiff".to_owned());
+    let member = config.security.member_name.clone().unwrap_or_else(hostname);
     let mut names = security::Names {
         member: member.clone(),
         ips: vec![advertise, config.listen_api.ip()],
@@ -166,7 +161,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     });
     let settings = config.controllers.clone();
-    let identity = format!("{}_{}", hostname(), store.node_id());
+    // The member's name and store id, as kube-controller-manager's `<hostname>_<uuid>`.
+    let identity = format!("{member}_{}", store.node_id());
     tasks.spawn(controllers::run_while_leader(
         registry.clone(),
         shutdown.clone(),
@@ -200,8 +196,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-/// The machine's host name, the first part of this member's Lease holder identity (as
-/// kube-controller-manager's `<hostname>_<uuid>`).
+/// The machine's host name: the member's default name.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -227,14 +222,6 @@ async fn ensure_system_namespaces(registry: apiserver::Registry, shutdown: Cance
             return;
         }
     }
-}
-
-/// The host name, for the member's default name.
-fn nix_hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
 }
 
 /// Stores this member's join tokens as bootstrap-token Secrets (kept if present).

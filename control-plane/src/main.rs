@@ -223,11 +223,7 @@ async fn run() -> anyhow::Result<()> {
             skiff_control_plane::admin::list_members(&peer, &flags.data_dir).await?
         ),
         Some(Command::Member {
-            action:
-                MemberAction::Remove {
-                    node_id,
-                    peer,
-                },
+            action: MemberAction::Remove { node_id, peer },
         }) => {
             print!(
                 "{}",

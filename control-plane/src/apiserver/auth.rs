@@ -28,17 +28,6 @@ use crate::security::{
     AGENT_JOINERS, MASTERS_GROUP, NODE_USER_PREFIX, NODES_GROUP, SERVER_JOINERS,
 };
 
-/// TEMPORARY until the Secret kind lands.
-const SECRET_TEMP: ResourceKind = ResourceKind {
-    group: "",
-    version: "v1",
-    api_version: "v1",
-    kind: "Secret",
-    plural: "secrets",
-    singular: "secret",
-    short_names: &[],
-    namespaced: true,
-};
 /// Group of every bootstrap token.
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 /// Group that may read everything except Secrets.
@@ -157,7 +146,7 @@ impl TokenAuthenticator {
         let name = format!("{prefix}-{id}");
         let secret = match self
             .registry
-            .get(&SECRET_TEMP, Some("kube-system"), &name)
+            .get(&kind::SECRET, Some("kube-system"), &name)
             .await
         {
             Ok(secret) => secret,
@@ -407,7 +396,7 @@ pub async fn authorize(
     let Some(verb) = Verb::of(method, has_name, watch) else {
         return Err(forbidden(user, "use", resource));
     };
-    if user.in_group(VIEW_GROUP) && verb.reads() && resource.kind != &SECRET_TEMP {
+    if user.in_group(VIEW_GROUP) && verb.reads() && resource.kind != &kind::SECRET {
         return Ok(());
     }
     if let Some(node) = user.node_name() {

@@ -856,9 +856,13 @@ async fn a_saved_snapshot_restores_into_a_new_cluster_at_the_same_revision() {
     // Save through the peer port, as `snapshot save` does.
     let backups = tempfile::tempdir().unwrap();
     let file = backups.path().join("backup.snap");
-    let printed = crate::admin::save_snapshot(source.address(), std::path::Path::new("/nonexistent"), &file)
-        .await
-        .unwrap();
+    let printed = crate::admin::save_snapshot(
+        source.address(),
+        std::path::Path::new("/nonexistent"),
+        &file,
+    )
+    .await
+    .unwrap();
     let size = std::fs::metadata(&file).unwrap().len();
     assert_eq!(
         printed,
@@ -1009,9 +1013,13 @@ async fn a_follower_saves_a_linearizable_snapshot() {
     );
     let backups = tempfile::tempdir().unwrap();
     let file = backups.path().join("f.snap");
-    crate::admin::save_snapshot(follower.address(), std::path::Path::new("/nonexistent"), &file)
-        .await
-        .unwrap();
+    crate::admin::save_snapshot(
+        follower.address(),
+        std::path::Path::new("/nonexistent"),
+        &file,
+    )
+    .await
+    .unwrap();
     let info = snapshot::verify(&file).unwrap();
     assert!(info.revision >= last, "{} < {last}", info.revision);
     assert_eq!(info.keys, 21);
@@ -1028,9 +1036,13 @@ async fn damaged_snapshots_and_used_targets_are_refused_without_leftovers() {
     fill(&source).await;
     let backups = tempfile::tempdir().unwrap();
     let good = backups.path().join("good.snap");
-    crate::admin::save_snapshot(source.address(), std::path::Path::new("/nonexistent"), &good)
-        .await
-        .unwrap();
+    crate::admin::save_snapshot(
+        source.address(),
+        std::path::Path::new("/nonexistent"),
+        &good,
+    )
+    .await
+    .unwrap();
     let bytes = std::fs::read(&good).unwrap();
 
     let mut flipped = bytes.clone();
