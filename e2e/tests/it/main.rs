@@ -13,5 +13,6 @@ mod agent;
 mod api;
 mod cluster;
 mod exec;
+mod ha;
 mod harness;
 mod network;
