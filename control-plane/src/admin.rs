@@ -149,6 +149,13 @@ mod tests {
         })
         .await
         .unwrap();
+        // The membership is known once the new cluster has elected its first leader.
+        for _ in 0..200 {
+            if store.is_leader() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
 
         let data_dir = tempfile::tempdir().unwrap();
         let pki_dir = data_dir.path().join("pki");
