@@ -84,8 +84,8 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
-        /// The member's API.
-        #[arg(long, default_value = "https://127.0.0.1:6443")]
+        /// The member's API (accepted before or after the action).
+        #[arg(long, global = true, default_value = "https://127.0.0.1:6443")]
         server: String,
     },
     /// Inspect or change the store's membership through a running member.

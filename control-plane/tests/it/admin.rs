@@ -7,8 +7,11 @@ use skiff_proto::store::{CreateOp, Op, TxnRequest, op};
 
 use crate::cluster::{Member, kv, read_prefix, start_cluster, wait_for_leader};
 
-fn member_command(args: &[&str]) -> (bool, String, String) {
-    control_plane(&[&["member"], args].concat())
+/// `skiff-control-plane member ARGS --data-dir DATA`: the data dir's peer certificate
+/// authenticates the command to the member.
+fn member_command(member: &Member, args: &[&str]) -> (bool, String, String) {
+    let data_dir = member.dir.path().to_str().unwrap();
+    control_plane(&[&["member"], args, &["--data-dir", data_dir]].concat())
 }
 
 fn control_plane(args: &[&str]) -> (bool, String, String) {
@@ -27,7 +30,7 @@ fn control_plane(args: &[&str]) -> (bool, String, String) {
 async fn members_are_listed_and_removed_from_the_command_line() {
     let members = start_cluster(3).await;
     let leader = wait_for_leader(&members).await;
-    let (ok, table, stderr) = member_command(&["list", "--peer", &members[0].address]);
+    let (ok, table, stderr) = member_command(&members[0], &["list", "--peer", &members[0].address]);
     assert!(ok, "{stderr}");
     let rows: Vec<Vec<&str>> = table
         .lines()
@@ -45,8 +48,10 @@ async fn members_are_listed_and_removed_from_the_command_line() {
 
     // Remove a follower through another member.
     let victim = rows.iter().find(|r| r[2] == "voter").unwrap();
-    let (ok, table, stderr) =
-        member_command(&["remove", victim[0], "--peer", &members[leader].address]);
+    let (ok, table, stderr) = member_command(
+        &members[leader],
+        &["remove", victim[0], "--peer", &members[leader].address],
+    );
     assert!(ok, "{stderr}");
     assert_eq!(
         table.lines().count(),
@@ -56,7 +61,7 @@ async fn members_are_listed_and_removed_from_the_command_line() {
     assert!(!table.contains(victim[1]), "{table}");
 
     // A member that does not answer is a one-line error, not a panic.
-    let (ok, _, stderr) = member_command(&["list", "--peer", "127.0.0.1:1"]);
+    let (ok, _, stderr) = member_command(&members[0], &["list", "--peer", "127.0.0.1:1"]);
     assert!(!ok);
     assert!(
         stderr.contains("failed to connect to the member at 127.0.0.1:1"),
@@ -68,7 +73,7 @@ async fn members_are_listed_and_removed_from_the_command_line() {
 async fn a_snapshot_saved_from_the_command_line_restores_into_a_new_member() {
     let members = start_cluster(1).await;
     wait_for_leader(&members).await;
-    let mut client = kv(&members[0].address).await.unwrap();
+    let mut client = kv(&members[0].peer()).await.unwrap();
     for idx in 0..50 {
         let op = op::Op::Create(CreateOp {
             key: format!("/cli/{idx:02}"),
@@ -82,15 +87,22 @@ async fn a_snapshot_saved_from_the_command_line_restores_into_a_new_member() {
             .unwrap();
         assert!(reply.into_inner().succeeded);
     }
-    let before = read_prefix(&members[0].address, "/cli/", false)
+    let before = read_prefix(&members[0].peer(), "/cli/", false)
         .await
         .unwrap();
 
     let backups = tempfile::tempdir().unwrap();
     let file = backups.path().join("backup.snap");
     let file_arg = file.to_str().unwrap();
-    let (ok, stdout, stderr) =
-        control_plane(&["snapshot", "save", file_arg, "--peer", &members[0].address]);
+    let (ok, stdout, stderr) = control_plane(&[
+        "snapshot",
+        "save",
+        file_arg,
+        "--peer",
+        &members[0].address,
+        "--data-dir",
+        members[0].dir.path().to_str().unwrap(),
+    ]);
     assert!(ok, "{stderr}");
     assert!(
         stdout.starts_with(&format!("Snapshot saved at {file_arg} (revision ")),
@@ -130,8 +142,6 @@ async fn a_snapshot_saved_from_the_command_line_restores_into_a_new_member() {
     assert!(stdout.contains("revision "), "{stdout}");
     let restored = Member::start_in(data_dir).await;
     wait_for_leader(std::slice::from_ref(&restored)).await;
-    let after = read_prefix(&restored.address, "/cli/", false)
-        .await
-        .unwrap();
+    let after = read_prefix(&restored.peer(), "/cli/", false).await.unwrap();
     assert_eq!(after, before);
 }

@@ -4,16 +4,26 @@ use std::process::{Command, Output};
 
 use crate::cluster::Member;
 
-/// Runs kubectl against `member`'s API with a private cache and no kubeconfig.
+/// Runs kubectl against `member`'s API (HTTPS, as the admin of its
+/// `DATA/admin.kubeconfig`) with a private cache.
 fn kubectl(member: &Member, cache: &tempfile::TempDir, args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .args(["--server", &member.api, "--cache-dir"])
-        .arg(cache.path())
+    kubectl_command(member, cache)
         .args(args)
-        .env("KUBECONFIG", "/dev/null")
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("kubectl is installed at /usr/bin/kubectl")
+}
+
+/// `kubectl --kubeconfig DATA/admin.kubeconfig --server API --cache-dir CACHE`.
+fn kubectl_command(member: &Member, cache: &tempfile::TempDir) -> Command {
+    let mut command = Command::new("kubectl");
+    command
+        .arg("--kubeconfig")
+        .arg(member.kubeconfig())
+        .args(["--server", &member.api, "--cache-dir"])
+        .arg(cache.path())
+        .env_remove("KUBECONFIG");
+    command
 }
 
 fn stdout(output: &Output) -> String {
@@ -219,9 +229,7 @@ async fn bad_requests_get_kubernetes_statuses() {
         bomb.push_str(&format!("{0}: &{0} [{refs}]\n", char::from(b'a' + level)));
     }
     let bomb_path = write("bomb.yaml", &bomb);
-    let output = Command::new("kubectl")
-        .args(["--server", &member.api, "--cache-dir"])
-        .arg(cache.path())
+    let output = kubectl_command(&member, &cache)
         .args([
             "create",
             "--raw",
@@ -229,7 +237,6 @@ async fn bad_requests_get_kubernetes_statuses() {
             "-f",
             &bomb_path,
         ])
-        .env("KUBECONFIG", "/dev/null")
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -1,8 +1,15 @@
 //! A harness that runs `skiff-control-plane` members as child processes.
+//!
+//! Members are secured as in production: the first creates the cluster's PKI and join
+//! token, the others join it with `--join https://… --token …`; the harness calls the
+//! peer port over mutual TLS with a member's peer certificate, and the API over HTTPS
+//! with its admin certificate.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use skiff_control_plane::store::{PeerTls, peer_endpoint};
 use skiff_proto::store::kv_client::KvClient;
 use skiff_proto::store::raft_client::RaftClient;
 use skiff_proto::store::{MembersRequest, RangeRequest};
@@ -12,12 +19,33 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::{Instant, sleep, timeout};
 use tonic::transport::Channel;
 
+/// A member's peer address and the peer certificate to call it with (any member's
+/// does: they share the CA).
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub address: String,
+    pub tls: PeerTls,
+}
+
+impl Peer {
+    /// A connection over mutual TLS.
+    async fn channel(&self) -> Result<Channel, tonic::Status> {
+        peer_endpoint(&self.address, Some(&self.tls))
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))
+    }
+}
+
 /// One member process, killed when dropped.
 pub struct Member {
     pub dir: TempDir,
     pub address: String,
-    /// The API's base URL (`http://127.0.0.1:PORT`).
+    /// The API's base URL (`https://127.0.0.1:PORT`).
     pub api: String,
+    /// The member's peer certificate (from `DATA/pki`).
+    pub tls: PeerTls,
     child: Option<Child>,
     #[allow(
         dead_code,
@@ -27,14 +55,20 @@ pub struct Member {
 }
 
 impl Member {
-    /// Starts a member in a new data dir, joining `join` if given.
-    pub async fn start(join: Option<&str>) -> Self {
+    /// Starts a member in a new data dir, joining `join`'s cluster (through its API,
+    /// with its server token) if given.
+    pub async fn start(join: Option<&Member>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let spawned = spawn(&dir, "127.0.0.1:0", join).await;
+        if let Some(member) = join {
+            member.wait_for_token().await;
+        }
+        let join = join.map(|member| (member.api.clone(), member.token()));
+        let spawned = spawn(&dir, "127.0.0.1:0", join.as_ref()).await;
         Self {
             dir,
             address: spawned.address,
             api: spawned.api,
+            tls: spawned.tls,
             child: Some(spawned.child),
             stdout: Some(spawned.stdout),
         }
@@ -47,8 +81,69 @@ impl Member {
             dir,
             address: spawned.address,
             api: spawned.api,
+            tls: spawned.tls,
             child: Some(spawned.child),
             stdout: Some(spawned.stdout),
+        }
+    }
+
+    /// The server join token (`DATA/token`).
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("token"))
+            .expect("the member wrote its join token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits up to 30 s until the server token is stored as its bootstrap-token Secret:
+    /// a first member writes it in the background once it leads, and a member joining
+    /// before that is refused.
+    pub async fn wait_for_token(&self) {
+        let token = skiff_pki::Token::parse(&self.token()).expect("a valid token");
+        let url = format!(
+            "{}/api/v1/namespaces/kube-system/secrets/bootstrap-token-{}",
+            self.api, token.id
+        );
+        let client = self.admin_client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the join token was not stored within 30 s"
+            );
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// An HTTPS client of the API trusting the member's CA and presenting its admin
+    /// certificate (`DATA/pki/admin.{crt,key}`).
+    pub fn admin_client(&self) -> reqwest::Client {
+        let pki = self.dir.path().join("pki");
+        let ca = std::fs::read_to_string(pki.join("ca.crt")).expect("read the CA");
+        let admin = skiff_pki::KeyPair::load(&pki, "admin").expect("the admin certificate");
+        let tls = skiff_pki::client_config(&ca, Some(&admin)).expect("a TLS client config");
+        reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTPS client")
+    }
+
+    /// `DATA/admin.kubeconfig`.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    /// Its peer address with its peer certificate.
+    pub fn peer(&self) -> Peer {
+        Peer {
+            address: self.address.clone(),
+            tls: self.tls.clone(),
         }
     }
 
@@ -88,12 +183,14 @@ impl Member {
         let spawned = spawn(&self.dir, &self.address, None).await;
         assert_eq!(spawned.address, self.address);
         self.api = spawned.api;
+        self.tls = spawned.tls;
         self.child = Some(spawned.child);
         self.stdout = Some(spawned.stdout);
     }
 
-    pub async fn raft(&self) -> Result<RaftClient<Channel>, tonic::transport::Error> {
-        RaftClient::connect(format!("http://{}", self.address)).await
+    /// A Raft client over mutual TLS.
+    pub async fn raft(&self) -> Result<RaftClient<Channel>, tonic::Status> {
+        Ok(RaftClient::new(self.peer().channel().await?))
     }
 }
 
@@ -105,17 +202,19 @@ impl Drop for Member {
     }
 }
 
-/// A started member: its process, peer address, API URL, and its stdout (kept open:
-/// the member would fail writing to a closed pipe).
+/// A started member: its process, peer address, API URL, peer certificate, and its
+/// stdout (kept open: the member would fail writing to a closed pipe).
 struct Spawned {
     child: Child,
     address: String,
     api: String,
+    tls: PeerTls,
     stdout: Lines<BufReader<ChildStdout>>,
 }
 
-/// Spawns the binary and waits for the lines announcing its peer address and API.
-async fn spawn(dir: &TempDir, listen: &str, join: Option<&str>) -> Spawned {
+/// Spawns the binary and waits for the lines announcing its peer address and API;
+/// `join` is an API URL and a server token.
+async fn spawn(dir: &TempDir, listen: &str, join: Option<&(String, String)>) -> Spawned {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skiff-control-plane"));
     command
         .arg("--data-dir")
@@ -125,8 +224,8 @@ async fn spawn(dir: &TempDir, listen: &str, join: Option<&str>) -> Spawned {
         .arg("--listen-api")
         .arg("127.0.0.1:0")
         .env("RUST_LOG", "warn,openraft=error");
-    if let Some(join) = join {
-        command.arg("--join").arg(join);
+    if let Some((server, token)) = join {
+        command.arg("--join").arg(server).arg("--token").arg(token);
     }
     let mut child = command
         .stdout(Stdio::piped())
@@ -148,23 +247,27 @@ async fn spawn(dir: &TempDir, listen: &str, join: Option<&str>) -> Spawned {
             .to_owned()
     };
     let address = next_word_after("serving peers on").await;
+    // `… serving the API on https://BOUND as https://ADVERTISE:PORT`.
     let api = next_word_after("serving the API on").await;
+    let tls = PeerTls::load(&dir.path().join("pki"))
+        .expect("load the peer certificate")
+        .expect("the member created its peer certificate");
     Spawned {
         child,
         address,
         api,
+        tls,
         stdout,
     }
 }
 
-/// Starts a cluster of `n` members: the first initializes, the rest join it.
+/// Starts a cluster of `n` members: the first initializes, the rest join it through
+/// its API with its server token.
 pub async fn start_cluster(n: usize) -> Vec<Member> {
-    let first = Member::start(None).await;
-    let mut members = vec![];
-    let join = first.address.clone();
-    members.push(first);
+    let mut members = vec![Member::start(None).await];
     for _ in 1..n {
-        members.push(Member::start(Some(&join)).await);
+        let joined = Member::start(Some(&members[0])).await;
+        members.push(joined);
     }
     members
 }
@@ -172,14 +275,7 @@ pub async fn start_cluster(n: usize) -> Vec<Member> {
 /// The index of the member that leads, as the members report it.
 pub async fn leader_index(members: &[Member]) -> Option<usize> {
     for member in members.iter().filter(|m| m.pid().is_some()) {
-        let ask = async {
-            member
-                .raft()
-                .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?
-                .members(MembersRequest {})
-                .await
-        };
+        let ask = async { member.raft().await?.members(MembersRequest {}).await };
         let Ok(Ok(reply)) = timeout(Duration::from_secs(1), ask).await else {
             continue;
         };
@@ -216,20 +312,18 @@ pub async fn wait_for_leader(members: &[Member]) -> usize {
     }
 }
 
-/// A Kv client for the member at `address`.
-pub async fn kv(address: &str) -> Result<KvClient<Channel>, tonic::Status> {
-    KvClient::connect(format!("http://{address}"))
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))
+/// A Kv client for `peer`, over mutual TLS.
+pub async fn kv(peer: &Peer) -> Result<KvClient<Channel>, tonic::Status> {
+    Ok(KvClient::new(peer.channel().await?))
 }
 
-/// Every key under `prefix` with its mod revision, read through the member at `address`.
+/// Every key under `prefix` with its mod revision, read through `peer`.
 pub async fn read_prefix(
-    address: &str,
+    peer: &Peer,
     prefix: &str,
     stale: bool,
 ) -> Result<Vec<(String, u64)>, tonic::Status> {
-    let reply = kv(address)
+    let reply = kv(peer)
         .await?
         .range(RangeRequest {
             key: prefix.to_owned(),

@@ -9,7 +9,7 @@ use skiff_proto::store::{CreateOp, Op, TxnRequest, op};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::cluster::{kv, read_prefix, start_cluster, wait_for_leader};
+use crate::cluster::{Peer, kv, read_prefix, start_cluster, wait_for_leader};
 
 /// What one write did, as the client saw it.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ struct Record {
     outcome: Outcome,
 }
 
-async fn create(address: &str, key: &str) -> Outcome {
+async fn create(peer: &Peer, key: &str) -> Outcome {
     let request = TxnRequest {
         ops: vec![Op {
             op: Some(op::Op::Create(CreateOp {
@@ -38,7 +38,7 @@ async fn create(address: &str, key: &str) -> Outcome {
         }],
     };
     match timeout(Duration::from_secs(6), async {
-        kv(address).await?.txn(request).await
+        kv(peer).await?.txn(request).await
     })
     .await
     {
@@ -52,7 +52,7 @@ async fn create(address: &str, key: &str) -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     let mut members = start_cluster(3).await;
-    let addresses: Vec<String> = members.iter().map(|m| m.address.clone()).collect();
+    let peers: Vec<Peer> = members.iter().map(crate::cluster::Member::peer).collect();
     wait_for_leader(&members).await;
 
     // Eight writers, each creating unique keys through every member in turn, while a
@@ -61,18 +61,17 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     let history = Arc::new(Mutex::new(Vec::<Record>::new()));
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..8 {
-        let (stop, history, addresses) = (stop.clone(), history.clone(), addresses.clone());
+        let (stop, history, peers) = (stop.clone(), history.clone(), peers.clone());
         writers.spawn(async move {
             let mut seq = 0usize;
             let mut stale_reads = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("/h/{writer}/{seq:05}");
                 let invoked_at = Instant::now();
-                let outcome = create(&addresses[(writer + seq) % 3], &key).await;
+                let outcome = create(&peers[(writer + seq) % 3], &key).await;
                 if let Outcome::Acked(revision) = outcome {
                     // A completed write is visible to every later linearizable read.
-                    if let Ok(keys) =
-                        read_prefix(&addresses[(writer + seq + 1) % 3], &key, false).await
+                    if let Ok(keys) = read_prefix(&peers[(writer + seq + 1) % 3], &key, false).await
                         && keys != vec![(key.clone(), revision)]
                     {
                         stale_reads += 1;
@@ -159,7 +158,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     };
     let survivor = (0..3).find(|idx| *idx != killed).unwrap();
     check(
-        read_prefix(&members[survivor].address, "/h/", false)
+        read_prefix(&members[survivor].peer(), "/h/", false)
             .await
             .expect("read after failover"),
     );
@@ -168,7 +167,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     members[killed].restart().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let stored = read_prefix(&members[killed].address, "/h/", true)
+        let stored = read_prefix(&members[killed].peer(), "/h/", true)
             .await
             .unwrap_or_default();
         if acked.keys().all(|k| stored.iter().any(|(s, _)| s == k)) {
@@ -192,7 +191,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     wait_for_leader(&members).await;
     for member in &members {
         check(
-            read_prefix(&member.address, "/h/", false)
+            read_prefix(&member.peer(), "/h/", false)
                 .await
                 .expect("read after full restart"),
         );

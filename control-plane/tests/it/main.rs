@@ -10,3 +10,4 @@ mod admin;
 mod api;
 mod cluster;
 mod faults;
+mod security;
