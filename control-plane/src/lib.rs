@@ -148,6 +148,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     servers.dedup();
     let kubeconfig = pki.write_admin_kubeconfig(&data_dir, &servers)?;
     let api_security = apiserver::Security::new(pki, registry.clone())?;
+    // A new cluster's tokens are stored before the API serves and the join hints are
+    // printed, so nobody is told to join with a token the cluster does not know yet
+    // (its single member leads within a second).
+    if tokens.created {
+        ensure_token_secrets(&registry, &shutdown, &tokens).await;
+    }
     // The namespaces and the `kubernetes` Service need a leader, which a restarting
     // member may wait for: create them in the background and serve meanwhile.
     let tasks = TaskTracker::new();
@@ -156,7 +162,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let shutdown = shutdown.clone();
         async move {
             ensure_system_namespaces(registry.clone(), shutdown.clone()).await;
-            ensure_token_secrets(&registry, &shutdown, &tokens).await;
+            if !tokens.created {
+                ensure_token_secrets(&registry, &shutdown, &tokens).await;
+            }
             ensure_kubernetes_service(registry, shutdown, api_address.port()).await;
         }
     });

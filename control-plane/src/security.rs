@@ -237,6 +237,9 @@ pub struct Tokens {
     pub server: Token,
     /// Joins agents only; `None` on a member that joined (it only knows its own).
     pub agent: Option<Token>,
+    /// Whether this start created them (a new cluster's first start): their Secrets
+    /// must be stored before anyone is told to join with them.
+    pub created: bool,
 }
 
 impl Tokens {
@@ -263,6 +266,7 @@ impl Tokens {
             return Ok(Tokens {
                 server: existing,
                 agent: read("agent-token")?,
+                created: false,
             });
         }
         let hash = ca.hash();
@@ -280,7 +284,12 @@ impl Tokens {
                 format!("{agent}\n").as_bytes(),
             )?;
         }
-        Ok(Tokens { server, agent })
+        let created = agent.is_some();
+        Ok(Tokens {
+            server,
+            agent,
+            created,
+        })
     }
 }
 
