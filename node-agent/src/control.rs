@@ -1,10 +1,12 @@
 //! The agent's side of the control plane's `Node` service: the Node object it registers
 //! (capacity, addresses, conditions, nodeInfo, daemon endpoint), heartbeats, the watch
-//! of the pods bound to it, and status reports.
+//! of the pods bound to it, and status reports; and the ordered failover between the
+//! `--server` URLs (mTLS with the node's certificate for `https://`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
@@ -19,8 +21,9 @@ use skiff_proto::node::{
     WatchPodsRequest, object_event,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 
+use crate::bootstrap::Credentials;
 use crate::pods::{PodManager, ReportFuture, StatusSink};
 use crate::runtime::container::timestamp;
 
@@ -177,7 +180,7 @@ pub fn conditions() -> Vec<NodeCondition> {
     ]
 }
 
-/// The local address this host uses to reach `server` (`http://HOST:PORT`).
+/// The local address this host uses to reach `server` (`https://HOST:PORT`).
 pub fn local_ip_towards(server: &str) -> Option<IpAddr> {
     let authority = server.split("://").nth(1).unwrap_or(server);
     let host_port = authority.split('/').next()?;
@@ -204,25 +207,284 @@ pub struct Registration {
     pub cluster_domain: String,
 }
 
-/// The control plane, as the agent talks to it.
+/// How long connecting to one server may take before the agent moves on to the next.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Errors in the control plane's settings.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No `--server` was given.
+    #[error("--server is required (the control plane's URL, e.g. https://10.0.0.1:6443)")]
+    NoServers,
+    /// A `--server` value is not an `http(s)://HOST:PORT` URL.
+    #[error("--server {url:?}: {reason}")]
+    InvalidServer {
+        /// The value as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Both `http://` and `https://` servers were given.
+    #[error("--server: {first} and {other} mix http:// and https:// (use https:// everywhere)")]
+    MixedSchemes {
+        /// The first server.
+        first: String,
+        /// The first one with the other scheme.
+        other: String,
+    },
+    /// An `https://` server without the node's TLS credentials.
+    #[error("{url}: https:// needs the node's TLS credentials (join with --token first)")]
+    NoCredentials {
+        /// The server.
+        url: String,
+    },
+    /// tonic refused the endpoint or its TLS settings.
+    #[error("--server {url}: {source}")]
+    Endpoint {
+        /// The server.
+        url: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// The `--server` values (each repeatable and comma separated) as the ordered list of
+/// control plane URLs the agent fails over between: blanks dropped, trailing slashes
+/// removed, duplicates dropped (the first one keeps its place). Every URL must be
+/// `https://HOST:PORT` (production) or, for in-process tests, `http://HOST:PORT`;
+/// one list never mixes the two.
+pub fn parse_servers(values: &[String]) -> Result<Vec<String>, Error> {
+    let mut servers: Vec<String> = Vec::new();
+    for value in values.iter().flat_map(|value| value.split(',')) {
+        let url = value.trim().trim_end_matches('/');
+        if url.is_empty() {
+            continue;
+        }
+        let invalid = |reason: &str| Error::InvalidServer {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: tonic::codegen::http::Uri = url
+            .parse()
+            .map_err(|_| invalid("not a URL (expected https://HOST:PORT)"))?;
+        if !matches!(uri.scheme_str(), Some("https" | "http")) {
+            return Err(invalid(
+                "the scheme must be https:// (or http:// without TLS)",
+            ));
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(invalid("a host is required (expected https://HOST:PORT)"));
+        }
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+            return Err(invalid(
+                "a path is not allowed (expected https://HOST:PORT)",
+            ));
+        }
+        if let Some(first) = servers.first()
+            && is_https(first) != is_https(url)
+        {
+            return Err(Error::MixedSchemes {
+                first: first.clone(),
+                other: url.to_owned(),
+            });
+        }
+        if !servers.iter().any(|known| known == url) {
+            servers.push(url.to_owned());
+        }
+    }
+    if servers.is_empty() {
+        return Err(Error::NoServers);
+    }
+    Ok(servers)
+}
+
+/// Whether `url` is an `https://` URL (the agent then speaks mTLS).
+pub fn is_https(url: &str) -> bool {
+    url.starts_with("https://")
+}
+
+/// Whether a failed call says the server could not be reached (connection refused or
+/// reset, connect timeout, the server going away): the agent then moves on to the next
+/// server. Statuses a server sent (NotFound, PermissionDenied, ...) are answers, not
+/// reasons to fail over, except `UNAVAILABLE`.
+pub fn is_connection_failure(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        // A status made from a local error (rather than sent by the server) carries it
+        // as its source: a broken HTTP/2 connection shows up this way.
+        tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Internal => {
+            std::error::Error::source(status).is_some()
+        }
+        _ => false,
+    }
+}
+
+/// The control plane, as the agent talks to it: one server at a time, in the order
+/// given, moving on to the next when a connection fails. Every call (Register,
+/// Heartbeat, WatchPods, WatchObjects, ReportPodStatus, FinishPodDeletion) goes through
+/// the current server's channel.
 #[derive(Clone)]
 pub struct ControlPlane {
-    client: NodeClient<Channel>,
+    servers: Arc<Servers>,
     node_name: String,
 }
 
+/// The servers and the one in use.
+struct Servers {
+    /// The URLs and their endpoints, in failover order.
+    endpoints: Vec<(String, Endpoint)>,
+    /// The server in use; the lock is never held across an await.
+    current: Mutex<Current>,
+}
+
+/// The server in use.
+struct Current {
+    /// Its index in `Servers::endpoints`.
+    index: usize,
+    /// Counts failovers, so that several calls failing on the same channel move on
+    /// only once.
+    generation: u64,
+    /// A client on its (lazily connected, self-reconnecting) channel.
+    client: NodeClient<Channel>,
+}
+
+impl Servers {
+    /// The client in use and its generation.
+    fn current(&self) -> (u64, NodeClient<Channel>) {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        (current.generation, current.client.clone())
+    }
+
+    /// Moves on to the next server after a connection failure on the channel of
+    /// `generation` (unless another call already did).
+    fn fail_over(&self, generation: u64, status: &tonic::Status) {
+        if self.endpoints.len() < 2 {
+            // The lone channel reconnects by itself.
+            return;
+        }
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.generation != generation {
+            return;
+        }
+        let from = current.index;
+        current.index = (from + 1) % self.endpoints.len();
+        current.generation += 1;
+        let (url, endpoint) = &self.endpoints[current.index];
+        current.client = NodeClient::new(endpoint.connect_lazy());
+        tracing::warn!(
+            from = %self.endpoints[from].0,
+            to = %url,
+            error = %status.message(),
+            "the control plane is unreachable; failing over"
+        );
+    }
+
+    /// The URL in use.
+    fn url(&self) -> String {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        self.endpoints[current.index].0.clone()
+    }
+}
+
+/// A lazily connecting endpoint for `url`, over mTLS with `credentials` when it is
+/// `https://`.
+fn endpoint(url: &str, credentials: Option<&Credentials>) -> Result<Endpoint, Error> {
+    let invalid = |source| Error::Endpoint {
+        url: url.to_owned(),
+        source,
+    };
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(invalid)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        // Notices a server that vanished without closing its connections (a crashed
+        // host) within 15 s, so the watches fail over.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    if is_https(url) {
+        let credentials = credentials.ok_or_else(|| Error::NoCredentials {
+            url: url.to_owned(),
+        })?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&credentials.ca_pem))
+            .identity(TlsIdentity::from_pem(
+                &credentials.node.cert_pem,
+                &credentials.node.key_pem,
+            ));
+        endpoint = endpoint.tls_config(tls).map_err(invalid)?;
+    }
+    Ok(endpoint)
+}
+
 impl ControlPlane {
-    /// A client of the control plane at `server`; connects lazily and reconnects.
-    pub fn new(server: &str, node_name: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(server.to_owned())?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect_lazy();
+    /// A client of the control plane at `servers` (in failover order, as
+    /// [`parse_servers`] gives them), speaking mTLS with `credentials` to `https://`
+    /// servers; connects lazily and reconnects. Call it inside a Tokio runtime.
+    pub fn try_new(
+        servers: &[String],
+        node_name: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Self, Error> {
+        let endpoints = servers
+            .iter()
+            .map(|url| Ok((url.clone(), endpoint(url, credentials)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let Some((_, first)) = endpoints.first() else {
+            return Err(Error::NoServers);
+        };
+        let current = Current {
+            index: 0,
+            generation: 0,
+            client: NodeClient::new(first.connect_lazy()),
+        };
         Ok(Self {
-            client: NodeClient::new(channel),
+            servers: Arc::new(Servers {
+                endpoints,
+                current: Mutex::new(current),
+            }),
             node_name: node_name.to_owned(),
         })
+    }
+
+    /// The URL of the server in use.
+    pub fn server(&self) -> String {
+        self.servers.url()
+    }
+
+    /// Runs `rpc` on the current server's client; when the server cannot be reached,
+    /// fails over and tries the next, each server once. Returns the generation of the
+    /// channel the last attempt used.
+    async fn call_tracked<T, Rpc, Called>(&self, rpc: Rpc) -> (Result<T, tonic::Status>, u64)
+    where
+        Rpc: Fn(NodeClient<Channel>) -> Called,
+        Called: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut attempts_left = self.servers.endpoints.len();
+        loop {
+            let (generation, client) = self.servers.current();
+            let result = rpc(client).await;
+            match result {
+                Err(status) if is_connection_failure(&status) => {
+                    self.servers.fail_over(generation, &status);
+                    attempts_left -= 1;
+                    if attempts_left == 0 {
+                        return (Err(status), generation);
+                    }
+                }
+                result => return (result, generation),
+            }
+        }
+    }
+
+    /// [`ControlPlane::call_tracked`] without the generation.
+    async fn call<T, Rpc, Called>(&self, rpc: Rpc) -> Result<T, tonic::Status>
+    where
+        Rpc: Fn(NodeClient<Channel>) -> Called,
+        Called: Future<Output = Result<T, tonic::Status>>,
+    {
+        self.call_tracked(rpc).await.0
     }
 
     /// Registers (creates or updates) the Node; returns what the control plane
@@ -230,10 +492,12 @@ impl ControlPlane {
     pub async fn register(&self, node: &Node) -> Result<Registration, tonic::Status> {
         let node_json =
             serde_json::to_vec(node).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let request = RegisterRequest { node_json };
         let reply = self
-            .client
-            .clone()
-            .register(RegisterRequest { node_json })
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.register(request).await }
+            })
             .await?
             .into_inner();
         let stored: Node = serde_json::from_slice(&reply.node_json).map_err(|e| {
@@ -291,7 +555,13 @@ impl ControlPlane {
                 node_name: self.node_name.clone(),
                 conditions_json,
             };
-            match self.client.clone().heartbeat(request).await {
+            let reply = self
+                .call(|mut client| {
+                    let request = request.clone();
+                    async move { client.heartbeat(request).await }
+                })
+                .await;
+            match reply {
                 Ok(_) => {}
                 Err(status) if status.code() == tonic::Code::NotFound => {
                     if let Ok(Registration {
@@ -314,8 +584,7 @@ impl ControlPlane {
     pub async fn watch_pods(&self, manager: &mut PodManager, shutdown: CancellationToken) {
         let node_name = self.node_name.clone();
         let mut listed: Option<HashSet<String>> = None;
-        let open = |revision: String| {
-            let mut client = self.client.clone();
+        let open = |mut client: NodeClient<Channel>, revision: String| {
             let request = WatchPodsRequest {
                 node_name: node_name.clone(),
                 resource_version: revision,
@@ -358,8 +627,7 @@ impl ControlPlane {
         shutdown: CancellationToken,
         on_change: impl FnMut(WatchChange),
     ) {
-        let open = |revision: String| {
-            let mut client = self.client.clone();
+        let open = |mut client: NodeClient<Channel>, revision: String| {
             let request = WatchObjectsRequest {
                 resource: resource.to_owned(),
                 resource_version: revision,
@@ -379,7 +647,7 @@ impl ControlPlane {
         shutdown: &CancellationToken,
         mut on_change: impl FnMut(WatchChange),
     ) where
-        Open: Fn(String) -> Opened,
+        Open: Fn(NodeClient<Channel>, String) -> Opened,
         Opened: Future<
             Output = Result<tonic::Response<tonic::codec::Streaming<ObjectEvent>>, tonic::Status>,
         >,
@@ -387,9 +655,10 @@ impl ControlPlane {
         let mut revision = String::new();
         let mut delay = Duration::from_millis(100);
         loop {
-            let stream = tokio::select! {
+            let opened = self.call_tracked(|client| open(client, revision.clone()));
+            let (stream, generation) = tokio::select! {
                 () = shutdown.cancelled() => return,
-                stream = open(revision.clone()) => stream,
+                opened = opened => opened,
             };
             let mut stream = match stream {
                 Ok(stream) => stream.into_inner(),
@@ -420,6 +689,9 @@ impl ControlPlane {
                     Err(status) => {
                         if status.code() == tonic::Code::OutOfRange {
                             revision.clear();
+                        }
+                        if is_connection_failure(&status) {
+                            self.servers.fail_over(generation, &status);
                         }
                         tracing::warn!(error = %status.message(), what, "the watch broke; resuming");
                         break;
@@ -470,12 +742,13 @@ impl StatusSink for ControlPlane {
             status_json: serde_json::to_vec(&status).unwrap_or_default(),
         };
         Box::pin(async move {
-            self.client
-                .clone()
-                .report_pod_status(report)
-                .await
-                .map(drop)
-                .map_err(|status| status.message().to_owned())
+            self.call(|mut client| {
+                let report = report.clone();
+                async move { client.report_pod_status(report).await }
+            })
+            .await
+            .map(drop)
+            .map_err(|status| status.message().to_owned())
         })
     }
 
@@ -486,7 +759,13 @@ impl StatusSink for ControlPlane {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
         };
         Box::pin(async move {
-            match self.client.clone().finish_pod_deletion(reference).await {
+            let reply = self
+                .call(|mut client| {
+                    let reference = reference.clone();
+                    async move { client.finish_pod_deletion(reference).await }
+                })
+                .await;
+            match reply {
                 Ok(_) => Ok(()),
                 Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
                 Err(status) => Err(status.message().to_owned()),
@@ -536,6 +815,296 @@ mod tests {
             .expect("Ready");
         assert_eq!(ready.status, "True");
         assert!(ready.last_heartbeat_time.is_some());
+    }
+
+    fn check_servers(values: &[&str], expected: Result<&[&str], &str>) {
+        let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        let got = parse_servers(&values).map_err(|error| error.to_string());
+        let expected = expected
+            .map(|servers| servers.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+            .map_err(str::to_owned);
+        assert_eq!(got, expected, "{values:?}");
+    }
+
+    #[test]
+    fn servers_keep_their_order_and_must_be_http_urls_of_one_scheme() {
+        check_servers(&["https://a:6443"], Ok(&["https://a:6443"]));
+        check_servers(
+            &[
+                "https://b:6443, https://a:6443/",
+                "https://c:6443,,https://b:6443",
+            ],
+            Ok(&["https://b:6443", "https://a:6443", "https://c:6443"]),
+        );
+        check_servers(&["https://[::1]:6443"], Ok(&["https://[::1]:6443"]));
+        check_servers(&["http://127.0.0.1:8080"], Ok(&["http://127.0.0.1:8080"]));
+        check_servers(
+            &[],
+            Err("--server is required (the control plane's URL, e.g. https://10.0.0.1:6443)"),
+        );
+        check_servers(
+            &[" , "],
+            Err("--server is required (the control plane's URL, e.g. https://10.0.0.1:6443)"),
+        );
+        check_servers(
+            &["10.0.0.1:6443"],
+            Err("--server \"10.0.0.1:6443\": the scheme must be https:// (or http:// without TLS)"),
+        );
+        check_servers(
+            &["ftp://a:21"],
+            Err("--server \"ftp://a:21\": the scheme must be https:// (or http:// without TLS)"),
+        );
+        check_servers(
+            &["https://a:6443/api"],
+            Err(
+                "--server \"https://a:6443/api\": a path is not allowed (expected https://HOST:PORT)",
+            ),
+        );
+        check_servers(
+            &["https://a:6443,http://b:6443"],
+            Err(
+                "--server: https://a:6443 and http://b:6443 mix http:// and https:// (use https:// everywhere)",
+            ),
+        );
+    }
+
+    #[test]
+    fn only_failures_to_reach_a_server_fail_over() {
+        assert!(is_connection_failure(&tonic::Status::unavailable("down")));
+        assert!(is_connection_failure(&tonic::Status::deadline_exceeded(
+            "slow"
+        )));
+        assert!(!is_connection_failure(&tonic::Status::not_found("no node")));
+        assert!(!is_connection_failure(&tonic::Status::permission_denied(
+            "no"
+        )));
+        // Sent by a server: an answer.
+        assert!(!is_connection_failure(&tonic::Status::unknown("odd")));
+        // Made from a local error: the connection broke.
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert!(is_connection_failure(&broken), "{broken:?}");
+    }
+
+    #[tokio::test]
+    async fn https_servers_need_the_nodes_credentials() {
+        let error = ControlPlane::try_new(&["https://a:6443".to_owned()], "n1", None)
+            .err()
+            .map(|error| error.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some(
+                "https://a:6443: https:// needs the node's TLS credentials (join with --token first)"
+            )
+        );
+        let plane = ControlPlane::try_new(
+            &["http://a:1".to_owned(), "http://b:2".to_owned()],
+            "n1",
+            None,
+        )
+        .expect("a client");
+        assert_eq!(plane.server(), "http://a:1");
+    }
+
+    /// A control plane's `Node` service that answers Register and Heartbeat, and
+    /// records who called (the caller's certificate CN).
+    #[derive(Clone, Default)]
+    struct FakeNodeService {
+        callers: Arc<Mutex<Vec<String>>>,
+    }
+
+    type EventStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<ObjectEvent, tonic::Status>> + Send>,
+    >;
+
+    impl FakeNodeService {
+        fn record<T>(&self, request: &tonic::Request<T>) {
+            let user = request
+                .peer_certs()
+                .and_then(|certs| {
+                    let leaf = certs.first()?;
+                    skiff_pki::identity_of(leaf.as_ref()).ok()
+                })
+                .map_or_else(|| "anonymous".to_owned(), |identity| identity.user);
+            self.callers.lock().expect("callers").push(user);
+        }
+
+        fn callers(&self) -> Vec<String> {
+            self.callers.lock().expect("callers").clone()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl skiff_proto::node::node_server::Node for FakeNodeService {
+        async fn register(
+            &self,
+            request: tonic::Request<RegisterRequest>,
+        ) -> Result<tonic::Response<skiff_proto::node::RegisterReply>, tonic::Status> {
+            self.record(&request);
+            Ok(tonic::Response::new(skiff_proto::node::RegisterReply {
+                node_json: request.into_inner().node_json,
+                heartbeat_interval_seconds: 10,
+                ..Default::default()
+            }))
+        }
+
+        async fn heartbeat(
+            &self,
+            request: tonic::Request<HeartbeatRequest>,
+        ) -> Result<tonic::Response<skiff_proto::node::HeartbeatReply>, tonic::Status> {
+            self.record(&request);
+            Ok(tonic::Response::new(skiff_proto::node::HeartbeatReply {}))
+        }
+
+        type WatchPodsStream = EventStream;
+
+        async fn watch_pods(
+            &self,
+            _: tonic::Request<WatchPodsRequest>,
+        ) -> Result<tonic::Response<EventStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("watch_pods"))
+        }
+
+        type WatchObjectsStream = EventStream;
+
+        async fn watch_objects(
+            &self,
+            _: tonic::Request<WatchObjectsRequest>,
+        ) -> Result<tonic::Response<EventStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("watch_objects"))
+        }
+
+        async fn report_pod_status(
+            &self,
+            _: tonic::Request<PodStatusReport>,
+        ) -> Result<tonic::Response<skiff_proto::node::ReportPodStatusReply>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("report_pod_status"))
+        }
+
+        async fn finish_pod_deletion(
+            &self,
+            _: tonic::Request<PodRef>,
+        ) -> Result<tonic::Response<skiff_proto::node::FinishPodDeletionReply>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("finish_pod_deletion"))
+        }
+    }
+
+    /// A fake control plane serving mTLS on 127.0.0.1 with a certificate from `ca`.
+    struct FakeServer {
+        url: String,
+        service: FakeNodeService,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl FakeServer {
+        async fn start(ca: &skiff_pki::Ca) -> FakeServer {
+            let serving = ca
+                .issue(&skiff_pki::Issue {
+                    common_name: "skiff-apiserver".to_owned(),
+                    organizations: Vec::new(),
+                    dns_names: Vec::new(),
+                    ips: vec!["127.0.0.1".parse().expect("ip")],
+                    usage: skiff_pki::Usage::Server,
+                    validity_days: 1,
+                })
+                .expect("a serving certificate");
+            let tls = tonic::transport::ServerTlsConfig::new()
+                .identity(TlsIdentity::from_pem(&serving.cert_pem, &serving.key_pem))
+                .client_ca_root(Certificate::from_pem(&ca.cert_pem));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!("https://{}", listener.local_addr().expect("address"));
+            let service = FakeNodeService::default();
+            let stop = CancellationToken::new();
+            let server = tonic::transport::Server::builder()
+                .tls_config(tls)
+                .expect("a TLS config")
+                .add_service(skiff_proto::node::node_server::NodeServer::new(
+                    service.clone(),
+                ))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.clone().cancelled_owned(),
+                );
+            let task = tokio::spawn(async move {
+                server.await.expect("served");
+            });
+            FakeServer {
+                url,
+                service,
+                stop,
+                task,
+            }
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.expect("the server task");
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_fail_over_in_order_over_mtls() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = skiff_pki::Ca::generate("skiff-ca").expect("a CA");
+        let node = ca
+            .issue(&skiff_pki::Issue {
+                common_name: "system:node:n1".to_owned(),
+                organizations: vec!["system:nodes".to_owned()],
+                dns_names: Vec::new(),
+                ips: Vec::new(),
+                usage: skiff_pki::Usage::ServerAndClient,
+                validity_days: 1,
+            })
+            .expect("a node certificate");
+        let credentials = Credentials {
+            ca_pem: ca.cert_pem.clone(),
+            node,
+        };
+        let first = FakeServer::start(&ca).await;
+        let second = FakeServer::start(&ca).await;
+        let down = {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            format!("https://{}", listener.local_addr().expect("address"))
+        };
+        let servers = vec![down, first.url.clone(), second.url.clone()];
+        let plane = ControlPlane::try_new(&servers, "n1", Some(&credentials)).expect("a client");
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some("n1".to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Node::default()
+        };
+
+        // The first server is down: Register moves on to the second, over mTLS.
+        let registration = plane.register(&node).await.expect("registered");
+        assert_eq!(registration.node.metadata.name.as_deref(), Some("n1"));
+        assert_eq!(plane.server(), first.url);
+        assert_eq!(first.service.callers(), ["system:node:n1"]);
+
+        // It stays there while it answers.
+        plane.register(&node).await.expect("registered again");
+        assert_eq!(first.service.callers().len(), 2);
+
+        // When it goes away, the next call moves on to the third.
+        let first_callers = first.service.clone();
+        first.stop().await;
+        plane
+            .register(&node)
+            .await
+            .expect("registered with the third");
+        assert_eq!(plane.server(), second.url);
+        assert_eq!(first_callers.callers().len(), 2);
+        assert_eq!(second.service.callers(), ["system:node:n1"]);
+        second.stop().await;
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! Skiff's node agent: registers its node with the control plane, runs the pods bound
-//! to it as native containers (`runtime`), one worker per pod (`pods`), and serves their
-//! logs and exec (`server`).
+//! Skiff's node agent: joins the cluster (`bootstrap`: a client certificate for a
+//! token), registers its node with the control plane over mTLS with failover between
+//! servers (`control`), runs the pods bound to it as native containers (`runtime`), one
+//! worker per pod (`pods`), wires them into the pod network (`network`), and serves
+//! their logs and exec over TLS (`server`).
 
+pub mod bootstrap;
 pub mod control;
 pub mod network;
 pub mod pods;
@@ -21,9 +24,12 @@ use crate::pods::Backoff;
 pub struct Config {
     /// Directory for images, container state and logs.
     pub data_dir: PathBuf,
-    /// The control plane's URL.
-    pub server: String,
-    /// The join token.
+    /// The control plane's URLs in failover order: `https://HOST:PORT` in production
+    /// (mTLS with the node certificate from `data_dir/pki/`), or `http://HOST:PORT`
+    /// without TLS (in-process tests; no token needed then).
+    pub servers: Vec<String>,
+    /// The bootstrap token (`K10<ca hash>::<id>.<secret>`): needed to join over
+    /// `https://` the first time; later checked against the stored CA when given.
     pub token: Option<String>,
     /// The node's name (default: the host name).
     pub node_name: Option<String>,
@@ -48,11 +54,11 @@ pub struct Config {
 
 impl Config {
     /// A configuration with Kubernetes' defaults for everything but the data
-    /// directory and the control plane's URL.
+    /// directory and the control plane's URL (add more to `servers` for failover).
     pub fn new(data_dir: PathBuf, server: String) -> Self {
         Self {
             data_dir,
-            server,
+            servers: vec![server],
             token: None,
             node_name: None,
             node_ip: None,
@@ -81,6 +87,15 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// The `--server` list or the TLS settings are unusable.
+    #[error(transparent)]
+    Control(#[from] control::Error),
+    /// The node could not get its credentials (joining failed).
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::Error),
+    /// The agent's own TLS configuration could not be built.
+    #[error("the agent's TLS configuration: {0}")]
+    Tls(#[source] skiff_pki::Error),
     /// The agent's own service could not listen.
     #[error("failed to listen on {address}: {source}")]
     Listen {
@@ -91,8 +106,9 @@ pub enum Error {
     },
 }
 
-/// Runs the agent until `shutdown` fires: opens the runtime and image store, serves
-/// the `Agent` gRPC service, registers the Node (then prints `registered` on stdout),
+/// Runs the agent until `shutdown` fires: opens the runtime and image store, gets the
+/// node's credentials (joining with the token the first time, for `https://` servers),
+/// serves the `Agent` gRPC service, registers the Node (then prints `registered` on stdout),
 /// heartbeats, adopts the containers already on disk and runs the pods bound to the
 /// node. Containers outlive the agent: a restarted agent adopts them.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
@@ -135,31 +151,60 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             .to_string_lossy()
             .to_lowercase(),
     };
+    let servers = control::parse_servers(&config.servers)?;
     let ip = config
         .node_ip
-        .or_else(|| control::local_ip_towards(&config.server))
+        .or_else(|| {
+            servers
+                .iter()
+                .find_map(|server| control::local_ip_towards(server))
+        })
         .ok_or_else(|| {
             Error::Config(format!(
                 "cannot tell this node's IP towards {}; pass --node-ip",
-                config.server
+                servers.join(", ")
             ))
         })?;
-    let control = control::ControlPlane::new(&config.server, &name)
-        .map_err(|e| Error::Config(format!("--server {}: {e}", config.server)))?;
+    let credentials = if servers.iter().all(|server| control::is_https(server)) {
+        let join = bootstrap::JoinConfig {
+            pki_dir: runtime.data_dir.join("pki"),
+            servers: servers.clone(),
+            token: config.token.clone(),
+            node_name: name.clone(),
+            addresses: vec![ip],
+        };
+        let Some(credentials) = bootstrap::credentials(&join, &shutdown).await? else {
+            return Ok(());
+        };
+        Some(credentials)
+    } else {
+        if config.token.is_some() {
+            tracing::warn!("--token is ignored: the control plane is reached over http://");
+        }
+        None
+    };
+    let control = control::ControlPlane::try_new(&servers, &name, credentials.as_ref())?;
 
     let service = server::AgentService::new(runtime.clone());
-    let serving = shutdown.clone();
-    let server = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(skiff_proto::node::agent_server::AgentServer::new(service))
-            .serve_with_incoming_shutdown(incoming, serving.cancelled_owned())
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "the agent's gRPC service stopped");
+    let tls = credentials
+        .as_ref()
+        .map(|credentials| {
+            skiff_pki::server_config(
+                &credentials.ca_pem,
+                &credentials.node,
+                skiff_pki::ClientAuth::Required,
+            )
+        })
+        .transpose()
+        .map_err(Error::Tls)?;
+    let server = tokio::spawn(server::serve(listener, service, tls, shutdown.clone()));
+    let server = async move {
+        match server.await {
+            Ok(Err(error)) => tracing::error!(%error, "the agent's gRPC service stopped"),
+            Err(error) => tracing::error!(%error, "the agent's gRPC service panicked"),
+            Ok(Ok(())) => {}
         }
-    });
+    };
 
     let identity = control::NodeIdentity {
         name: name.clone(),
@@ -172,11 +217,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         return Ok(());
     };
     let interval = registration.heartbeat_interval;
+    let registered_with = control.server();
     println!(
-        "skiff-node-agent: node {name} registered with {} (agent service on {ip}:{port})",
-        config.server
+        "skiff-node-agent: node {name} registered with {registered_with} (agent service on {ip}:{port})"
     );
-    tracing::info!(node = %name, server = %config.server, "registered");
+    tracing::info!(node = %name, server = %registered_with, "registered");
     let heartbeats = tokio::spawn({
         let control = control.clone();
         let shutdown = shutdown.clone();
@@ -210,7 +255,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     control.watch_pods(&mut manager, shutdown.clone()).await;
     let _ = heartbeats.await;
     let _ = networking.await;
-    let _ = server.await;
+    server.await;
     Ok(())
 }
 

@@ -15,11 +15,14 @@ struct Flags {
     /// Directory for images, container state and logs.
     #[arg(long, global = true, default_value = "/var/lib/skiff/node-agent")]
     data_dir: PathBuf,
-    /// The control plane's URL (`http://HOST:6443`).
-    #[arg(long)]
-    server: Option<String>,
-    /// The join token.
-    #[arg(long)]
+    /// The control plane's URL, `https://HOST:6443`; repeatable or comma separated:
+    /// the agent uses the first reachable one and fails over in this order.
+    /// (`http://` speaks without TLS, for in-process tests only.)
+    #[arg(long = "server", value_name = "URL", value_delimiter = ',')]
+    servers: Vec<String>,
+    /// The bootstrap token (`K10<ca hash>::<id>.<secret>`), needed to join the first
+    /// time (`skiff-control-plane token create --kind agent`).
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The node's name (default: the host name).
     #[arg(long)]
@@ -93,10 +96,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         skiff_node_agent::network::reset(&config.data_dir, &flags.bridge).await?;
         return Ok(());
     }
-    let Some(server) = flags.server else {
-        anyhow::bail!("--server is required (the control plane's URL, e.g. http://127.0.0.1:6443)");
-    };
-    let mut config = skiff_node_agent::Config::new(flags.data_dir, server);
+    let servers = skiff_node_agent::control::parse_servers(&flags.servers)?;
+    let mut config = skiff_node_agent::Config::new(flags.data_dir, String::new());
+    config.servers = servers;
     config.token = flags.token;
     config.node_name = flags.node_name;
     config.node_ip = flags.node_ip;
@@ -120,4 +122,42 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     });
     skiff_node_agent::run(config, shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(args: &[&str], servers: &[&str], token: Option<&str>) {
+        let flags =
+            Flags::try_parse_from(std::iter::once("skiff-node-agent").chain(args.iter().copied()))
+                .expect("the flags parse");
+        let parsed = skiff_node_agent::control::parse_servers(&flags.servers).expect("servers");
+        assert_eq!(parsed, servers, "{args:?}");
+        assert_eq!(flags.token.as_deref(), token, "{args:?}");
+    }
+
+    #[test]
+    fn servers_are_repeatable_and_comma_separated_in_order() {
+        check(&["--server", "https://a:6443"], &["https://a:6443"], None);
+        check(
+            &[
+                "--server",
+                "https://b:6443,https://a:6443",
+                "--server",
+                "https://c:6443",
+            ],
+            &["https://b:6443", "https://a:6443", "https://c:6443"],
+            None,
+        );
+        check(
+            &[
+                "--server=https://a:6443",
+                "--token",
+                "K10abc::abcdef.0123456789abcdef",
+            ],
+            &["https://a:6443"],
+            Some("K10abc::abcdef.0123456789abcdef"),
+        );
+    }
 }

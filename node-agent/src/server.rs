@@ -1,19 +1,139 @@
 //! The agent's own gRPC service (`Agent` in `proto/skiff/node.proto`): container logs and
-//! exec, for the control plane to proxy `kubectl logs` and `kubectl exec` to.
+//! exec, for the control plane to proxy `kubectl logs` and `kubectl exec` to; served
+//! over TLS with the node's certificate, to callers presenting a certificate from the
+//! cluster CA in group `system:masters` (the control plane's `kubelet-client`).
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use skiff_proto::node::agent_server::Agent;
 use skiff_proto::node::{ExecInput, ExecOutput, LogChunk, LogsRequest, exec_input, exec_output};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::pods::instances;
 use crate::runtime::container::{Container, ContainerState, RuntimeConfig};
 use crate::runtime::logs::{self, LogOptions};
+
+/// The group a caller of the agent's service must be in (the control plane calls with
+/// its `kubelet-client` certificate, CN `skiff-apiserver`, O `system:masters`).
+pub const MASTERS_GROUP: &str = "system:masters";
+
+/// How long a caller may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `service` on `listener` until `shutdown`: over TLS with `tls` (the node's
+/// certificate, client certificates required, see [`skiff_pki::server_config`]) and
+/// then only to callers in group `system:masters`; without `tls` in plain text to
+/// anyone (in-process tests and `http://` clusters).
+pub async fn serve(
+    listener: TcpListener,
+    service: AgentService,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let require_masters = tls.is_some();
+    let agent = skiff_proto::node::agent_server::AgentServer::with_interceptor(
+        service,
+        move |request: Request<()>| {
+            if require_masters {
+                authorize(&request)?;
+            }
+            Ok(request)
+        },
+    );
+    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    let router = server.add_service(agent);
+    match tls {
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+        Some(tls) => {
+            let (sender, receiver) = mpsc::channel(16);
+            let handshakes = TaskTracker::new();
+            let accepting = accept_tls(listener, tls, sender, handshakes.clone(), shutdown.clone());
+            let serving = router.serve_with_incoming_shutdown(
+                ReceiverStream::new(receiver),
+                shutdown.cancelled_owned(),
+            );
+            let (_, served) = tokio::join!(accepting, serving);
+            handshakes.close();
+            handshakes.wait().await;
+            served
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` and hands each one, once its TLS handshake is
+/// done, to `sender`; handshakes run concurrently so a slow caller blocks no other.
+async fn accept_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    sender: mpsc::Sender<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>>,
+    handshakes: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let sender = sender.clone();
+        handshakes.spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let _ = sender.send(Ok(stream)).await;
+                }
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Lets a call through only when the caller's client certificate (already verified
+/// against the cluster CA by the TLS handshake) carries group `system:masters`.
+fn authorize(request: &Request<()>) -> Result<(), Status> {
+    let certificates = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let leaf = certificates
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let identity = skiff_pki::identity_of(leaf.as_ref())
+        .map_err(|error| Status::unauthenticated(format!("the client certificate: {error}")))?;
+    if identity.groups.iter().any(|group| group == MASTERS_GROUP) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "user {:?} (groups {:?}) cannot use the node agent's API (group {MASTERS_GROUP} is required)",
+            identity.user, identity.groups
+        )))
+    }
+}
 
 /// A stream of replies.
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -205,4 +325,138 @@ fn pump(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use skiff_pki::{Ca, ClientAuth, Issue, KeyPair, Usage};
+    use skiff_proto::node::agent_client::AgentClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    use super::*;
+
+    fn issue(ca: &Ca, user: &str, group: &str, usage: Usage) -> KeyPair {
+        ca.issue(&Issue {
+            common_name: user.to_owned(),
+            organizations: vec![group.to_owned()],
+            dns_names: Vec::new(),
+            ips: vec!["127.0.0.1".parse().expect("ip")],
+            usage,
+            validity_days: 1,
+        })
+        .expect("a certificate")
+    }
+
+    /// Asks the agent at `url` for the logs of a pod it does not have, as `identity`.
+    async fn ask(url: &str, ca: &Ca, identity: Option<&KeyPair>) -> Result<(), Status> {
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.cert_pem));
+        if let Some(pair) = identity {
+            tls = tls.identity(Identity::from_pem(&pair.cert_pem, &pair.key_pem));
+        }
+        let channel = Endpoint::from_shared(url.to_owned())
+            .expect("a URL")
+            .tls_config(tls)
+            .expect("a TLS config")
+            .connect()
+            .await
+            .map_err(|error| Status::unavailable(error.to_string()))?;
+        let request = LogsRequest {
+            pod_uid: "no-such-pod".to_owned(),
+            ..LogsRequest::default()
+        };
+        AgentClient::new(channel).logs(request).await.map(drop)
+    }
+
+    #[tokio::test]
+    async fn over_tls_only_system_masters_may_call() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = Ca::generate("skiff-ca").expect("a CA");
+        let node = issue(
+            &ca,
+            "system:node:n1",
+            "system:nodes",
+            Usage::ServerAndClient,
+        );
+        let masters = issue(&ca, "skiff-apiserver", MASTERS_GROUP, Usage::Client);
+        let other_node = issue(
+            &ca,
+            "system:node:n2",
+            "system:nodes",
+            Usage::ServerAndClient,
+        );
+        let stranger_ca = Ca::generate("stranger").expect("a CA");
+        let stranger = issue(
+            &stranger_ca,
+            "skiff-apiserver",
+            MASTERS_GROUP,
+            Usage::Client,
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = RuntimeConfig::new(dir.path().to_owned(), None).expect("a runtime");
+        let tls = skiff_pki::server_config(&ca.cert_pem, &node, ClientAuth::Required)
+            .expect("a server config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("https://{}", listener.local_addr().expect("address"));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            AgentService::new(runtime),
+            Some(tls),
+            shutdown.clone(),
+        ));
+
+        // The control plane's kubelet-client certificate gets through to the service,
+        // which answers that the pod is not here.
+        let status = ask(&url, &ca, Some(&masters))
+            .await
+            .expect_err("no such pod");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+        // Another node's certificate is valid but not allowed.
+        let status = ask(&url, &ca, Some(&other_node))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("system:node:n2"), "{status:?}");
+        // Without a certificate, or with one from another CA, the handshake fails.
+        for identity in [None, Some(&stranger)] {
+            let status = ask(&url, &ca, identity).await.expect_err("refused");
+            assert!(
+                !matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::PermissionDenied
+                ),
+                "{status:?}"
+            );
+        }
+
+        shutdown.cancel();
+        server.await.expect("the server task").expect("served");
+    }
+
+    #[tokio::test]
+    async fn without_tls_anyone_may_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = RuntimeConfig::new(dir.path().to_owned(), None).expect("a runtime");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            AgentService::new(runtime),
+            None,
+            shutdown.clone(),
+        ));
+        let mut client = AgentClient::connect(url).await.expect("connected");
+        let status = client
+            .logs(LogsRequest {
+                pod_uid: "no-such-pod".to_owned(),
+                ..LogsRequest::default()
+            })
+            .await
+            .expect_err("no such pod");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+        shutdown.cancel();
+        server.await.expect("the server task").expect("served");
+    }
 }
