@@ -63,7 +63,9 @@ pub fn apply(object: &mut Object) {
                 }
             }
         }
-        Object::Namespace(_) | Object::Node(_) | Object::Event(_) => {}
+        // kube's `SetDefaults_Secret`.
+        Object::Secret(secret) => default_text(&mut secret.type_, "Opaque"),
+        Object::Namespace(_) | Object::Node(_) | Object::Event(_) | Object::Lease(_) => {}
     }
 }
 

@@ -3,7 +3,8 @@
 
 use k8s_openapi::Resource;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Secret, Service};
 
 /// Static description of one stored resource kind, as discovery presents it.
 #[derive(Debug, PartialEq, Eq)]
@@ -53,6 +54,12 @@ impl ResourceKind {
             || base == self.kind.to_ascii_lowercase()
             || self.short_names.contains(&base.as_str())
     }
+
+    /// Whether the kind has a `/status` subresource; Kubernetes serves none for the
+    /// kinds without a status (Events, Endpoints, Secrets, Leases).
+    pub fn has_status(&self) -> bool {
+        ![&EVENT, &ENDPOINTS, &SECRET, &LEASE].contains(&self)
+    }
 }
 
 macro_rules! resource_kind {
@@ -82,21 +89,27 @@ pub const ENDPOINTS: ResourceKind = resource_kind!(Endpoints, "endpoints", ["ep"
 pub const NODE: ResourceKind = resource_kind!(Node, "node", ["no"], false);
 /// core/v1 Event.
 pub const EVENT: ResourceKind = resource_kind!(Event, "event", ["ev"], true);
+/// core/v1 Secret.
+pub const SECRET: ResourceKind = resource_kind!(Secret, "secret", [], true);
+/// coordination.k8s.io/v1 Lease.
+pub const LEASE: ResourceKind = resource_kind!(Lease, "lease", [], true);
 /// apps/v1 Deployment.
 pub const DEPLOYMENT: ResourceKind = resource_kind!(Deployment, "deployment", ["deploy"], true);
 /// apps/v1 ReplicaSet.
 pub const REPLICA_SET: ResourceKind = resource_kind!(ReplicaSet, "replicaset", ["rs"], true);
 
 /// Every stored kind, in discovery order.
-pub const ALL: [&ResourceKind; 8] = [
+pub const ALL: [&ResourceKind; 10] = [
     &NAMESPACE,
     &POD,
     &SERVICE,
     &ENDPOINTS,
     &NODE,
     &EVENT,
+    &SECRET,
     &DEPLOYMENT,
     &REPLICA_SET,
+    &LEASE,
 ];
 
 /// Finds the kind for a manifest's `apiVersion` and `kind`.
@@ -138,6 +151,10 @@ mod tests {
             ("rs", &REPLICA_SET),
             ("no", &NODE),
             ("ev", &EVENT),
+            ("secrets", &SECRET),
+            ("Secret", &SECRET),
+            ("leases", &LEASE),
+            ("leases.coordination.k8s.io", &LEASE),
         ] {
             assert_eq!(by_name(name), Some(kind), "{name}");
         }
@@ -145,5 +162,7 @@ mod tests {
         assert_eq!(by_name("cronjobs"), None);
         assert_eq!(by_type("apps/v1", "Deployment"), Some(&DEPLOYMENT));
         assert_eq!(by_type("v1", "Deployment"), None);
+        assert_eq!(by_type("coordination.k8s.io/v1", "Lease"), Some(&LEASE));
+        assert!(!SECRET.has_status() && !LEASE.has_status() && POD.has_status());
     }
 }

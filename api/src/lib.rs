@@ -40,17 +40,20 @@ pub use selector::Selector;
 
 /// The Kubernetes types Skiff serves, re-exported so other crates name one source.
 pub mod types {
+    pub use k8s_openapi::ByteString;
     pub use k8s_openapi::api::apps::v1::{
         Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, ReplicaSet,
         ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment,
     };
     pub use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
+    pub use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
     pub use k8s_openapi::api::core::v1::{
         Container, ContainerPort, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, EnvVar,
         Event, Namespace, Node, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus, PodTemplateSpec,
-        Probe, ResourceRequirements, Service, ServicePort, ServiceSpec, Toleration, Volume,
+        Probe, ResourceRequirements, Secret, Service, ServicePort, ServiceSpec, Toleration, Volume,
         VolumeMount,
     };
     pub use k8s_openapi::apimachinery::pkg::api::resource::Quantity as QuantityString;
+    pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
     pub use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 }

@@ -1,7 +1,8 @@
 //! [`Object`]: one value of any stored kind, with the operations every kind shares.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
@@ -101,8 +102,10 @@ objects! {
     Endpoints(Endpoints) = kind::ENDPOINTS,
     Node(Node) = kind::NODE,
     Event(Event) = kind::EVENT,
+    Secret(Secret) = kind::SECRET,
     Deployment(Deployment) = kind::DEPLOYMENT,
     ReplicaSet(ReplicaSet) = kind::REPLICA_SET,
+    Lease(Lease) = kind::LEASE,
 }
 
 impl Object {

@@ -345,6 +345,9 @@ const EVENT: &[Entry] = &[
     Entry::AtomicMap("related"),
 ];
 
+/// Secrets' `data` and `stringData` are maps with arbitrary keys.
+const SECRET: &[Entry] = &[Entry::Map("data"), Entry::Map("stringData")];
+
 /// The table of `kind`, beyond `metadata`.
 fn kind_table(kind: &ResourceKind) -> &'static [Entry] {
     if *kind == kind::POD {
@@ -359,8 +362,11 @@ fn kind_table(kind: &ResourceKind) -> &'static [Entry] {
         NAMESPACE
     } else if *kind == kind::EVENT {
         EVENT
+    } else if *kind == kind::SECRET {
+        SECRET
     } else {
-        // Endpoints' lists (`subsets` and everything in them) are all atomic.
+        // Endpoints' lists (`subsets` and everything in them) are all atomic; Leases
+        // have neither lists nor maps.
         &[]
     }
 }

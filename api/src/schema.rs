@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v1::Scale;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value};
@@ -30,8 +31,10 @@ impl Schemas {
             generator.subschema_for::<Endpoints>(),
             generator.subschema_for::<Node>(),
             generator.subschema_for::<Event>(),
+            generator.subschema_for::<Secret>(),
             generator.subschema_for::<Deployment>(),
             generator.subschema_for::<ReplicaSet>(),
+            generator.subschema_for::<Lease>(),
             generator.subschema_for::<Scale>(),
             generator.subschema_for::<Status>(),
         );

@@ -97,6 +97,18 @@ const IMPLEMENTED_FIELDS: &[(&str, &[&str])] = &[
             "allocateLoadBalancerNodePorts",
         ],
     ),
+    // Coordinated leader election (`strategy`, `preferredHolder`) is behind an alpha
+    // feature gate in Kubernetes, which drops the fields while it is off.
+    (
+        "io.k8s.api.coordination.v1.LeaseSpec",
+        &[
+            "holderIdentity",
+            "leaseDurationSeconds",
+            "acquireTime",
+            "renewTime",
+            "leaseTransitions",
+        ],
+    ),
 ];
 
 /// Walks `value` against `schema`, reporting unknown fields (into `unknown`) and

@@ -2,8 +2,9 @@
 //!
 //! - [`store`]: the Raft-replicated key-value store, the source of truth.
 //! - [`apiserver`]: the Kubernetes-shaped REST API over the store (in progress).
-//! - [`controllers`]: informers, work queues and the reconcile loops (on the leader).
-//! - [`scheduler`]: places pending pods on nodes (on the leader).
+//! - [`controllers`]: informers, work queues, the reconcile loops, and the Lease election
+//!   that runs them (and the scheduler) on one member.
+//! - [`scheduler`]: places pending pods on nodes (on the elected member).
 //! - [`nodes`]: the gRPC `Node` service node agents call (served beside the API).
 //! - [`network`]: [`NetworkSettings`], the cluster's pod, service and node port ranges.
 //! - [`admin`]: operator commands against a running member (`member list|remove`).
@@ -161,9 +162,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     });
     let settings = config.controllers.clone();
+    let identity = format!("{}_{}", hostname(), store.node_id());
     tasks.spawn(controllers::run_while_leader(
         registry.clone(),
         shutdown.clone(),
+        identity,
+        settings.leader_election,
         move |registry, cancel| controllers::start_all(registry, cancel, &settings),
     ));
     println!("skiff-control-plane: serving the API on https://{api_address} as {server_url}");
@@ -190,6 +194,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tasks.wait().await;
     store.shutdown().await;
     Ok(())
+}
+
+/// The machine's host name, the first part of this member's Lease holder identity (as
+/// kube-controller-manager's `<hostname>_<uuid>`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Creates the system namespaces that are missing, retrying while the store has no

@@ -54,6 +54,7 @@ pub fn describe(
         "Namespace" => describer.namespace(object),
         "Node" => describer.node(object, events, related),
         "Endpoints" => describer.endpoints(object, events),
+        "Secret" => describer.secret(object),
         _ => describer.generic(object, events),
     }
     describer.out.finish()
@@ -959,6 +960,39 @@ impl Describer {
             self.write(LEVEL_0, "\n");
         }
         self.events(events);
+    }
+
+    /// kubectl's `describeSecret`: sizes, never values (except a service account's
+    /// token), and no events.
+    fn secret(&mut self, secret: &Value) {
+        use base64::Engine as _;
+        self.write(
+            LEVEL_0,
+            &format!("Name:\t{}\n", text(secret, "/metadata/name")),
+        );
+        self.write(
+            LEVEL_0,
+            &format!("Namespace:\t{}\n", text(secret, "/metadata/namespace")),
+        );
+        self.labels("", "Labels", "\t", secret.pointer("/metadata/labels"));
+        self.annotations("Annotations", secret.pointer("/metadata/annotations"));
+        let type_ = text(secret, "/type");
+        self.write(LEVEL_0, &format!("\nType:\t{type_}\n"));
+        self.write(LEVEL_0, "\nData\n====\n");
+        let Some(data) = secret.get("data").and_then(Value::as_object) else {
+            return;
+        };
+        for (key, value) in data {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value.as_str().unwrap_or_default())
+                .unwrap_or_default();
+            let shown = if key == "token" && type_ == "kubernetes.io/service-account-token" {
+                String::from_utf8_lossy(&bytes).into_owned()
+            } else {
+                format!("{} bytes", bytes.len())
+            };
+            self.write(LEVEL_0, &format!("{key}:\t{shown}\n"));
+        }
     }
 
     /// kubectl's generic describer: metadata, then every other field sorted,
@@ -2802,6 +2836,35 @@ Endpoints:                10.244.1.7:8080,10.244.2.9:8080
 Session Affinity:         None
 Internal Traffic Policy:  Cluster
 Events:                   <none>
+",
+        );
+    }
+
+    #[test]
+    fn secret_is_described_without_its_values() {
+        let secret = json!({
+            "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "default"},
+            "type": "Opaque",
+            "data": {"password": "czNjcjN0", "user": "YWRtaW4="},
+        });
+        check(
+            &kind::SECRET,
+            secret,
+            &[],
+            &[],
+            "
+Name:         db
+Namespace:    default
+Labels:       <none>
+Annotations:  <none>
+
+Type:  Opaque
+
+Data
+====
+password:  6 bytes
+user:      5 bytes
 ",
         );
     }

@@ -4,10 +4,13 @@
 //! - [`names`]: string formats (DNS labels, qualified names, ports, env names).
 //! - `meta`: object metadata shared by every kind.
 //! - `pod`: pod specs and templates; `apps`: Deployments and ReplicaSets;
-//!   `service`: Services and Endpoints; `cluster`: Namespaces, Nodes and Events.
+//!   `service`: Services and Endpoints; `cluster`: Namespaces, Nodes and Events;
+//!   `config`: Secrets; `coordination`: Leases.
 
 mod apps;
 mod cluster;
+mod config;
+mod coordination;
 mod meta;
 pub mod names;
 mod pod;
@@ -20,6 +23,7 @@ use crate::error::FieldError;
 use crate::object::Object;
 use crate::path::FieldPath;
 
+pub use config::MAX_SECRET_SIZE;
 pub use pod::validate_pod_spec;
 
 /// Validates an object for creation: metadata, then the kind's own rules.
@@ -44,6 +48,8 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
         Object::Namespace(namespace) => cluster::validate_namespace(namespace, &mut errors),
         Object::Node(node) => cluster::validate_node(node, &mut errors),
         Object::Event(event) => cluster::validate_event(event, &mut errors),
+        Object::Secret(secret) => config::validate_secret(secret, &mut errors),
+        Object::Lease(lease) => coordination::validate_lease(lease, &mut errors),
     }
     errors
 }
@@ -75,6 +81,9 @@ pub fn validate_immutable(old: &Object, new: &Object) -> Vec<FieldError> {
         }
         (Object::Service(old), Object::Service(new)) => {
             service::validate_service_update(old, new, &mut errors)
+        }
+        (Object::Secret(old), Object::Secret(new)) => {
+            config::validate_secret_update(old, new, &mut errors)
         }
         _ => {}
     }

@@ -13,6 +13,7 @@ const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist
 const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const CONFIG_MAP_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
 const ENV_VAR_NAME_MSG: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')";
 
 fn max_len(value: &str, max: usize) -> Option<String> {
@@ -114,6 +115,27 @@ pub fn qualified_name(value: &str) -> Vec<String> {
         if !is_qualified_name_part(name) {
             errors.push(format!("name part {QUALIFIED_NAME_MSG}"));
         }
+    }
+    errors
+}
+
+/// Key of a Secret's or ConfigMap's `data` (Kubernetes' `IsConfigMapKey`): usable as a
+/// file name in a volume, so `[-._a-zA-Z0-9]+`, not `.` or `..` or starting with `..`.
+pub fn config_map_key(value: &str) -> Vec<String> {
+    let mut errors: Vec<String> = max_len(value, DNS1123_SUBDOMAIN_MAX).into_iter().collect();
+    let shaped = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !shaped {
+        errors.push(CONFIG_MAP_KEY_MSG.to_owned());
+    }
+    if value == "." {
+        errors.push("must not be '.'".to_owned());
+    } else if value == ".." {
+        errors.push("must not be '..'".to_owned());
+    } else if value.starts_with("..") {
+        errors.push("must not start with '..'".to_owned());
     }
     errors
 }

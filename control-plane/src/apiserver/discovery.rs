@@ -25,7 +25,7 @@ const VERBS: &[&str] = &[
 fn subresources(kind: &ResourceKind) -> Vec<Value> {
     let mut list = Vec::new();
     let own = json!({"group": kind.group, "version": kind.version, "kind": kind.kind});
-    if kind != &kind::EVENT && kind != &kind::ENDPOINTS {
+    if kind.has_status() {
         list.push(json!({"subresource": "status", "responseKind": own, "verbs": ["get", "patch", "update"]}));
     }
     if kind == &kind::DEPLOYMENT || kind == &kind::REPLICA_SET {
@@ -159,13 +159,23 @@ mod tests {
                 "endpoints",
                 "nodes",
                 "nodes/status",
-                "events"
+                "events",
+                "secrets"
             ]
         );
         let apps = resource_list("apps", "v1").unwrap();
         assert_eq!(apps["groupVersion"], "apps/v1");
         assert!(resource_list("batch", "v1").is_none());
         assert_eq!(group_list()["groups"][0]["name"], "apps");
+        assert_eq!(group_list()["groups"][1]["name"], "coordination.k8s.io");
+        let coordination = resource_list("coordination.k8s.io", "v1").unwrap();
+        assert_eq!(coordination["groupVersion"], "coordination.k8s.io/v1");
+        assert_eq!(coordination["resources"][0]["name"], "leases");
+        assert_eq!(coordination["resources"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            aggregated(false)["items"][1]["metadata"]["name"],
+            "coordination.k8s.io"
+        );
         let aggregated_apps = aggregated(false);
         let deployments = &aggregated_apps["items"][0]["versions"][0]["resources"][0];
         assert_eq!(deployments["responseKind"]["kind"], "Deployment");

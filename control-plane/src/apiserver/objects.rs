@@ -516,7 +516,7 @@ async fn status(
     let Some(name) = resource.name.as_deref() else {
         return Err(ApiError::no_route(&format!("{}/status", kind.plural)));
     };
-    if matches!(kind, &kind::EVENT | &kind::ENDPOINTS) {
+    if !kind.has_status() {
         return Err(ApiError::no_route(&format!("{}/status", kind.plural)));
     }
     match method {

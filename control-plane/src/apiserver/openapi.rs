@@ -224,7 +224,7 @@ fn paths(group: &str, version: &str, prefix: &str, v3: bool) -> Map<String, Valu
                 "parameters": with(Some(path_param("name"))),
             }),
         );
-        if kind != &kind::EVENT && kind != &kind::ENDPOINTS {
+        if kind.has_status() {
             paths.insert(
                 format!("{item}/status"),
                 json!({

@@ -820,6 +820,7 @@ fn prepare_create(
     metadata.deletion_timestamp = None;
     metadata.deletion_grace_period_seconds = None;
     strategy::prepare_for_create(&mut object);
+    strategy::prepare_for_write(&mut object);
     object.apply_defaults();
     let name = object.name().to_owned();
     let prepare_errors = allocation::prepare(None, &mut object);
@@ -913,6 +914,7 @@ fn prepare_update(
             }
         }
     }
+    strategy::prepare_for_write(&mut object);
     object.apply_defaults();
     let prepare_errors = allocation::prepare(Some(old), &mut object);
     if spec_of(&object) != spec_of(old) {
@@ -1001,6 +1003,7 @@ pub fn supported_field(kind: &ResourceKind, field: &str) -> bool {
         "Node" => &["spec.unschedulable"],
         "Service" => &["spec.clusterIP", "spec.type"],
         "ReplicaSet" => &["status.replicas"],
+        "Secret" => &["type"],
         _ => &[],
     };
     fields.contains(&field)

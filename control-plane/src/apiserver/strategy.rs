@@ -37,7 +37,21 @@ impl Part {
 /// Whether the kind has a `/status` subresource (and so a status the main resource
 /// cannot change).
 pub fn has_status(object: &Object) -> bool {
-    !matches!(object, Object::Event(_) | Object::Endpoints(_))
+    object.kind().has_status()
+}
+
+/// What every write through the main resource does before defaulting and validation,
+/// as kube's v1 → internal conversion: a Secret's `stringData` entries overwrite the
+/// same keys of `data`, and `stringData` itself is never stored.
+pub fn prepare_for_write(object: &mut Object) {
+    if let Object::Secret(secret) = object
+        && let Some(string_data) = secret.string_data.take()
+    {
+        let data = secret.data.get_or_insert_default();
+        for (key, value) in string_data {
+            data.insert(key, skiff_api::types::ByteString(value.into_bytes()));
+        }
+    }
 }
 
 /// The finalizer in a Namespace's `spec.finalizers` that kube-controller-manager's
@@ -94,8 +108,12 @@ fn reset_status_for_create(object: &mut Object) {
         Object::Deployment(deployment) => deployment.status = Some(Default::default()),
         Object::ReplicaSet(replica_set) => replica_set.status = Some(Default::default()),
         Object::Service(service) => service.status = Some(Default::default()),
-        // Nodes register with their status; events and endpoints have none.
-        Object::Node(_) | Object::Event(_) | Object::Endpoints(_) => {}
+        // Nodes register with their status; the other kinds have none.
+        Object::Node(_)
+        | Object::Event(_)
+        | Object::Endpoints(_)
+        | Object::Secret(_)
+        | Object::Lease(_) => {}
     }
 }
 

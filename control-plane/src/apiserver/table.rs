@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use skiff_api::kind::{self, ResourceKind};
 use skiff_api::meta::jiff::Timestamp;
 use skiff_api::meta::{LabelSelector, ObjectMeta, Table, TableColumnDefinition, TableRow, Time};
-use skiff_api::types::{Deployment, Endpoints, Event, Namespace, Node, Pod, ReplicaSet, Service};
+use skiff_api::types::{
+    Deployment, Endpoints, Event, Lease, Namespace, Node, Pod, ReplicaSet, Secret, Service,
+};
 use skiff_api::{Object, Selector};
 
 /// What each row's `object` carries: kube's `includeObject` query parameter.
@@ -332,6 +334,37 @@ fn columns(kind: &ResourceKind) -> Vec<TableColumnDefinition> {
             ),
             column("Name", "string", "name", 1, NAME_DOC),
         ]
+    } else if kind == &kind::SECRET {
+        vec![
+            name_column(),
+            column(
+                "Type",
+                "string",
+                "",
+                0,
+                "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types",
+            ),
+            column(
+                "Data",
+                "string",
+                "",
+                0,
+                "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4",
+            ),
+            age_column(),
+        ]
+    } else if kind == &kind::LEASE {
+        vec![
+            name_column(),
+            column(
+                "Holder",
+                "string",
+                "",
+                0,
+                "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.",
+            ),
+            age_column(),
+        ]
     } else if kind == &kind::DEPLOYMENT {
         vec![
             name_column(),
@@ -420,7 +453,34 @@ fn cells(object: &Object, now: Timestamp) -> Vec<Value> {
         Object::Event(event) => event_cells(event, now),
         Object::Deployment(deployment) => deployment_cells(deployment, now),
         Object::ReplicaSet(replica_set) => replica_set_cells(replica_set, now),
+        Object::Secret(secret) => secret_cells(secret, now),
+        Object::Lease(lease) => lease_cells(lease, now),
     }
+}
+
+/// `printSecret`: the type and how many keys `data` has.
+fn secret_cells(secret: &Secret, now: Timestamp) -> Vec<Value> {
+    let n_keys = secret.data.as_ref().map_or(0, |data| data.len());
+    vec![
+        name_of(&secret.metadata).into(),
+        secret.type_.as_deref().unwrap_or_default().into(),
+        n_keys.into(),
+        age(&secret.metadata, now).into(),
+    ]
+}
+
+/// `printLease`: the holder, empty when there is none.
+fn lease_cells(lease: &Lease, now: Timestamp) -> Vec<Value> {
+    let holder = lease
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.holder_identity.as_deref())
+        .unwrap_or_default();
+    vec![
+        name_of(&lease.metadata).into(),
+        holder.into(),
+        age(&lease.metadata, now).into(),
+    ]
 }
 
 /// `metadata.name`, or empty.
@@ -1951,6 +2011,32 @@ mod tests {
         );
     }
 
+    #[test]
+    fn secrets_and_leases() {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "db", "creationTimestamp": ago(3600)},
+            "type": "Opaque", "data": {"user": "YQ==", "password": "Yg=="}}))
+        .unwrap();
+        assert_eq!(
+            row_cells(&kind::SECRET, secret.into()),
+            [json!("db"), json!("Opaque"), json!(2), json!("60m")]
+        );
+        let lease: Lease = serde_json::from_value(json!({
+            "metadata": {"name": "skiff-controller-manager", "creationTimestamp": ago(90)},
+            "spec": {"holderIdentity": "host_1"}}))
+        .unwrap();
+        assert_eq!(
+            row_cells(&kind::LEASE, lease.into()),
+            strings(&["skiff-controller-manager", "host_1", "90s"])
+        );
+        let free: Lease =
+            serde_json::from_value(json!({"metadata": {"name": "free"}, "spec": {}})).unwrap();
+        assert_eq!(
+            row_cells(&kind::LEASE, free.into()),
+            strings(&["free", "", "<unknown>"])
+        );
+    }
+
     fn check_node(node: Value, expected: [&str; 10]) {
         let node: Node = serde_json::from_value(node).unwrap();
         assert_eq!(row_cells(&kind::NODE, node.into()), strings(&expected));
@@ -2297,6 +2383,8 @@ mod tests {
             &["Selector"],
         );
         check_columns(&kind::ENDPOINTS, &["Name", "Endpoints", "Age"], &[]);
+        check_columns(&kind::SECRET, &["Name", "Type", "Data", "Age"], &[]);
+        check_columns(&kind::LEASE, &["Name", "Holder", "Age"], &[]);
         check_columns(
             &kind::NODE,
             &["Name", "Status", "Roles", "Age", "Version"],

@@ -1584,3 +1584,158 @@ mod allocation {
         cancel.cancel();
     }
 }
+
+/// Secrets as kube-apiserver serves them: `stringData` merged into `data`, the type
+/// defaulted and selectable, immutability, no `/status`.
+#[tokio::test]
+async fn secrets_merge_string_data_and_guard_immutability() {
+    let (_dir, registry) = registry().await;
+    let (address, cancel) = api(&registry).await;
+    http(
+        address,
+        "POST",
+        "/api/v1/namespaces",
+        Some(namespace_body("a", json!([]))),
+    )
+    .await;
+    let base = "/api/v1/namespaces/a/secrets";
+    let (code, created) = http(
+        address,
+        "POST",
+        base,
+        Some(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+                    "data": {"user": "b2xk", "keep": "eA=="}, "stringData": {"user": "admin"}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["type"], "Opaque");
+    assert_eq!(created["data"], json!({"user": "YWRtaW4=", "keep": "eA=="}));
+    assert!(created.get("stringData").is_none());
+
+    let (code, bad) = http(
+        address,
+        "POST",
+        base,
+        Some(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bad"},
+                    "type": "kubernetes.io/tls", "stringData": {"a/b": "x"}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, 422, "{bad}");
+    let causes: Vec<&str> = bad["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(causes, ["data[a/b]", "data[tls.crt]", "data[tls.key]"]);
+
+    http(
+        address,
+        "POST",
+        base,
+        Some(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "frozen"},
+                    "type": "skiff.io/api-token", "immutable": true, "stringData": {"k": "v"}}),
+        ),
+    )
+    .await;
+    let (code, list) = http(
+        address,
+        "GET",
+        &format!("{base}?fieldSelector=type%3DOpaque"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["metadata"]["name"], "db");
+
+    let merge = "application/merge-patch+json";
+    let (code, error) = http_as(
+        address,
+        "PATCH",
+        &format!("{base}/frozen"),
+        merge,
+        Some(json!({"stringData": {"k": "w"}})),
+    )
+    .await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(error["details"]["causes"][0]["field"], "data");
+    let (code, error) = http_as(
+        address,
+        "PATCH",
+        &format!("{base}/db"),
+        merge,
+        Some(json!({"type": "example.com/other"})),
+    )
+    .await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(error["details"]["causes"][0]["field"], "type");
+    let (code, patched) = http_as(
+        address,
+        "PATCH",
+        &format!("{base}/db"),
+        merge,
+        Some(json!({"stringData": {"extra": "1"}})),
+    )
+    .await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["data"]["extra"], "MQ==");
+    assert!(patched.get("stringData").is_none());
+    let (code, _) = http(address, "GET", &format!("{base}/db/status"), None).await;
+    assert_eq!(code, 404);
+    cancel.cancel();
+}
+
+/// Leases are served under coordination.k8s.io/v1, listed across namespaces and
+/// validated.
+#[tokio::test]
+async fn leases_are_served_in_their_group() {
+    let (_dir, registry) = registry().await;
+    let (address, cancel) = api(&registry).await;
+    http(
+        address,
+        "POST",
+        "/api/v1/namespaces",
+        Some(namespace_body("kube-system", json!([]))),
+    )
+    .await;
+    let base = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
+    let lease = |duration: i64| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"},
+               "spec": {"holderIdentity": "me", "leaseDurationSeconds": duration,
+                        "renewTime": "2025-01-01T00:00:00.123456Z"}})
+    };
+    let (code, error) = http(address, "POST", base, Some(lease(0))).await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(
+        error["details"]["causes"][0]["field"],
+        "spec.leaseDurationSeconds"
+    );
+    let (code, created) = http(address, "POST", base, Some(lease(15))).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["renewTime"], "2025-01-01T00:00:00.123456Z");
+    let (code, list) = http(
+        address,
+        "GET",
+        "/apis/coordination.k8s.io/v1/leases?fieldSelector=metadata.namespace%3Dkube-system",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["items"][0]["spec"]["holderIdentity"], "me");
+    let (code, groups) = http(address, "GET", "/apis", None).await;
+    assert_eq!(code, 200);
+    assert!(
+        groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "coordination.k8s.io")
+    );
+    cancel.cancel();
+}

@@ -5,14 +5,16 @@
 //! the [`Registry`] with resourceVersion preconditions; a failed key is retried with
 //! back-off.
 //!
-//! Controllers run only on the member that leads the store ([`run_while_leader`]), so
-//! exactly one instance acts at a time.
+//! Controllers run only on the member that holds the `kube-system/skiff-controller-manager`
+//! Lease ([`leader`], client-go's leader election), so exactly one instance acts at a
+//! time.
 
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod informer;
+pub mod leader;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod queue;
@@ -27,6 +29,7 @@ use skiff_api::kind;
 use tokio_util::sync::CancellationToken;
 
 pub use informer::{Change, Informer};
+pub use leader::{LeaderElection, run_while_leader};
 pub use queue::WorkQueue;
 
 use crate::apiserver::{ApiError, Registry};
@@ -133,46 +136,13 @@ pub fn run_workers<R: Reconciler>(
     }
 }
 
-/// Runs `start` whenever this member leads the store, with a token cancelled when it
-/// stops leading (or on `shutdown`), so controllers act on one member at a time.
-pub async fn run_while_leader<F>(registry: Registry, shutdown: CancellationToken, start: F)
-where
-    F: Fn(Registry, CancellationToken) + Send + 'static,
-{
-    let mut active: Option<CancellationToken> = None;
-    loop {
-        let leading = registry.store().is_leader();
-        match (&active, leading) {
-            (None, true) => {
-                tracing::info!("leading the store: starting the controllers");
-                let token = shutdown.child_token();
-                start(registry.clone(), token.clone());
-                active = Some(token);
-            }
-            (Some(token), false) => {
-                tracing::info!("no longer leading the store: stopping the controllers");
-                token.cancel();
-                active = None;
-            }
-            _ => {}
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => {
-                if let Some(token) = active {
-                    token.cancel();
-                }
-                return;
-            }
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    }
-}
-
 /// Knobs of the controllers (kube-controller-manager's flags).
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     /// The node lifecycle controller's timings.
     pub node_lifecycle: node_lifecycle::Settings,
+    /// Timings of the Lease election that decides which member runs the controllers.
+    pub leader_election: LeaderElection,
 }
 
 /// Starts the informers, then (once they have synced) the scheduler and every
