@@ -2,6 +2,7 @@
 //! watches and byte streams, with server errors reported the way kubectl does.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -311,10 +312,16 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 /// Query parameters, in the order they are sent.
 pub(crate) type Query<'a> = [(&'a str, &'a str)];
 
-/// The API client: one connection pool, one server, one set of credentials.
+/// The API client: one connection pool, one set of credentials, and the servers of
+/// one cluster, tried in order when one cannot be reached.
 pub(crate) struct Client {
     http: reqwest::Client,
-    server: String,
+    /// Base URLs in failover order (the kubeconfig's `server` first), normalized as
+    /// `reqwest::Url` prints them, without a trailing `/`. Never empty.
+    servers: Vec<String>,
+    /// The index in `servers` of the last one that answered: later requests of this
+    /// process start there instead of waiting on a dead server again.
+    preferred: AtomicUsize,
     credentials: Credentials,
     /// `--request-timeout`: bounds each request; watches ask the server to end then.
     request_timeout: Option<Duration>,
@@ -351,9 +358,26 @@ impl Client {
             builder = builder.identity(identity);
         }
         let http = builder.build().context("failed to build the HTTP client")?;
+        // Requests are built on the first server and moved to another by swapping this
+        // prefix, so every prefix is written the way `Url` writes it back.
+        let servers = std::iter::once(&connection.server)
+            .chain(&connection.servers)
+            .map(|server| {
+                reqwest::Url::parse(server)
+                    .map(|url| url.as_str().trim_end_matches('/').to_owned())
+                    .with_context(|| format!("invalid server address {server:?}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut unique: Vec<String> = Vec::with_capacity(servers.len());
+        for server in servers {
+            if !unique.contains(&server) {
+                unique.push(server);
+            }
+        }
         Ok(Self {
             http,
-            server: connection.server,
+            servers: unique,
+            preferred: AtomicUsize::new(0),
             credentials: connection.credentials,
             request_timeout: None,
         })
@@ -368,7 +392,7 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str, query: &Query<'_>) -> RequestBuilder {
-        let mut url = format!("{}{path}", self.server);
+        let mut url = format!("{}{path}", self.servers[0]);
         if !query.is_empty() {
             url.push('?');
             url.push_str(
@@ -393,9 +417,69 @@ impl Client {
         }
     }
 
-    /// Sends a request; a non-2xx reply becomes [`Error::Status`].
+    /// Sends a request; a non-2xx reply becomes [`Error::Status`]. A server that
+    /// cannot be reached (no connection or no TLS session) is skipped for the next one
+    /// in order; once a request went out its outcome is final, as it may have been
+    /// applied. When none can be reached, the first server's error is returned.
     async fn send(&self, builder: RequestBuilder) -> Result<reqwest::Response> {
-        let response = builder.send().await.map_err(|e| self.transport_error(&e))?;
+        let request = builder
+            .build()
+            .map_err(|e| Self::transport_error(&e, &self.servers[0]))?;
+        let n_servers = self.servers.len();
+        let start = self.preferred.load(Ordering::Relaxed) % n_servers;
+        let mut first_error = None;
+        let mut pending = Some(request);
+        for attempt in 0..n_servers {
+            let Some(request) = pending.take() else {
+                break;
+            };
+            let server_idx = (start + attempt) % n_servers;
+            // A copy for the next server, before this attempt consumes the request.
+            if attempt + 1 < n_servers {
+                pending = request.try_clone();
+            }
+            let request = self.on_server(request, server_idx);
+            match self.http.execute(request).await {
+                Ok(response) => {
+                    self.preferred.store(server_idx, Ordering::Relaxed);
+                    return Self::check(response).await;
+                }
+                Err(error) if error.is_connect() && attempt + 1 < n_servers => {
+                    tracing::debug!(server = %self.servers[server_idx], error = %error_chain(&error), "trying the next server");
+                    first_error.get_or_insert_with(|| {
+                        Self::transport_error(&error, &self.servers[server_idx])
+                    });
+                }
+                Err(error) => {
+                    let error = Self::transport_error(&error, &self.servers[server_idx]);
+                    return Err(first_error.unwrap_or(error));
+                }
+            }
+        }
+        Err(first_error
+            .unwrap_or_else(|| Error::Other("no server to send the request to".to_owned())))
+    }
+
+    /// `request`, built on the first server, addressed to `servers[server_idx]`.
+    fn on_server(&self, mut request: reqwest::Request, server_idx: usize) -> reqwest::Request {
+        if server_idx == 0 {
+            return request;
+        }
+        let moved = request
+            .url()
+            .as_str()
+            .strip_prefix(self.servers[0].as_str())
+            .and_then(|rest| {
+                reqwest::Url::parse(&format!("{}{rest}", self.servers[server_idx])).ok()
+            });
+        if let Some(url) = moved {
+            *request.url_mut() = url;
+        }
+        request
+    }
+
+    /// A non-2xx reply becomes [`Error::Status`].
+    async fn check(response: reqwest::Response) -> Result<reqwest::Response> {
         let code = response.status();
         if code.is_success() {
             return Ok(response);
@@ -408,15 +492,15 @@ impl Client {
         Err(Error::Status(Box::new(status)))
     }
 
-    fn transport_error(&self, error: &reqwest::Error) -> Error {
-        let host = reqwest::Url::parse(&self.server)
+    fn transport_error(error: &reqwest::Error, server: &str) -> Error {
+        let host = reqwest::Url::parse(server)
             .ok()
             .map(|url| match (url.host_str(), url.port_or_known_default()) {
                 (Some(host), Some(port)) => format!("{host}:{port}"),
                 (Some(host), None) => host.to_owned(),
-                _ => self.server.clone(),
+                _ => server.to_owned(),
             })
-            .unwrap_or_else(|| self.server.clone());
+            .unwrap_or_else(|| server.to_owned());
         // The innermost cause says what went wrong ("invalid peer certificate:
         // UnknownIssuer"); the layers above it only repeat the URL.
         let mut cause: &dyn std::error::Error = error;
@@ -620,8 +704,100 @@ pub fn items(list: &Value) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::sync::Arc;
+
     use super::*;
     use skiff_api::kind;
+
+    /// A plain-HTTP server on 127.0.0.1 answering every request with `code` and a
+    /// small JSON body naming `name`; counts the requests it answered.
+    struct Server {
+        url: String,
+        served: Arc<AtomicUsize>,
+    }
+
+    impl Server {
+        fn start(name: &'static str, code: u16) -> Self {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let served = Arc::new(AtomicUsize::new(0));
+            let counter = served.clone();
+            // Serves until the test process exits.
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        line.clear();
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let body = format!(r#"{{"kind":"Namespace","metadata":{{"name":"{name}"}}}}"#);
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            });
+            Self { url, served }
+        }
+    }
+
+    /// A URL on 127.0.0.1 where nothing listens (the port was bound, then closed).
+    fn closed_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    fn client_for(servers: &[&str]) -> Client {
+        Client::try_new(Connection {
+            server: servers[0].to_owned(),
+            servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+            ..Connection::default()
+        })
+        .unwrap()
+    }
+
+    async fn get_name(client: &Client) -> Result<String> {
+        let namespace = client.get("/api/v1/namespaces/default", &[]).await?;
+        Ok(namespace["metadata"]["name"].as_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_server_that_cannot_be_reached_fails_over_to_the_next_in_order() {
+        let closed = closed_url();
+        let second = Server::start("second", 200);
+        let third = Server::start("third", 200);
+        let client = client_for(&[&closed, &second.url, &third.url]);
+        assert_eq!(get_name(&client).await.unwrap(), "second");
+        // Later requests start at the server that answered.
+        assert_eq!(get_name(&client).await.unwrap(), "second");
+        assert_eq!(second.served.load(Ordering::SeqCst), 2);
+        assert_eq!(third.served.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_http_error_is_final_and_no_server_reachable_names_the_first() {
+        let failing = Server::start("failing", 503);
+        let healthy = Server::start("healthy", 200);
+        let client = client_for(&[&failing.url, &healthy.url]);
+        let error = get_name(&client).await.unwrap_err();
+        assert_eq!(error.code(), Some(503));
+        assert_eq!(healthy.served.load(Ordering::SeqCst), 0);
+
+        let first = closed_url();
+        let client = client_for(&[&first, &closed_url()]);
+        let error = get_name(&client).await.unwrap_err();
+        let host = first.trim_start_matches("http://");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "The connection to the server {host} was refused - did you specify the right host or port?"
+            )
+        );
+    }
 
     #[test]
     fn paths_for_core_and_grouped_kinds() {

@@ -14,6 +14,10 @@ const DEFAULT_SERVER: &str = "http://localhost:8080";
 /// The namespace used when neither the flags nor the context name one.
 const DEFAULT_NAMESPACE: &str = "default";
 
+/// The cluster extension naming every API server of an HA control plane, tried in
+/// order on connection errors: `{name: skiff.io/servers, extension: {servers: [URL…]}}`.
+pub(crate) const SERVERS_EXTENSION: &str = "skiff.io/servers";
+
 /// The command-line flags that choose the cluster, as kubectl spells them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Flags {
@@ -32,6 +36,10 @@ pub(crate) struct Flags {
 pub(crate) struct Connection {
     /// Base URL (`https://host:port`, maybe with a path prefix), without a trailing `/`.
     pub server: String,
+    /// Every server to try, in order, when one cannot be reached: `server` first, then
+    /// the others of the cluster's `skiff.io/servers` extension (normalized like
+    /// `server`, without duplicates). Only `server` when `--server` is given.
+    pub servers: Vec<String>,
     /// The namespace commands use by default.
     pub namespace: String,
     /// Whether `-n` was given: `apply` then refuses manifests naming another namespace.
@@ -180,6 +188,14 @@ fn connection(config: &Kubeconfig, flags: &Flags) -> anyhow::Result<Connection> 
         _ => DEFAULT_SERVER.to_owned(),
     };
     let server = normalize_server(&server)?;
+    let mut servers = vec![server.clone()];
+    if flags.server.is_none() {
+        for other in failover_servers(&cluster, &context_cluster(&context))? {
+            if !servers.contains(&other) {
+                servers.push(other);
+            }
+        }
+    }
 
     let (namespace, namespace_explicit) = match flags.namespace.clone().filter(|n| !n.is_empty()) {
         Some(namespace) => (namespace, true),
@@ -195,6 +211,7 @@ fn connection(config: &Kubeconfig, flags: &Flags) -> anyhow::Result<Connection> 
 
     Ok(Connection {
         server,
+        servers,
         namespace,
         namespace_explicit,
         certificate_authority: certificate_authority(&cluster)?,
@@ -209,6 +226,32 @@ fn context_cluster(context: &Option<kube_client::config::Context>) -> String {
         .as_ref()
         .map(|c| c.cluster.clone())
         .unwrap_or_default()
+}
+
+/// The servers a cluster's [`SERVERS_EXTENSION`] lists, normalized, in its order.
+fn failover_servers(cluster: &Cluster, cluster_name: &str) -> anyhow::Result<Vec<String>> {
+    let Some(extension) = cluster
+        .extensions
+        .iter()
+        .flatten()
+        .find(|extension| extension.name == SERVERS_EXTENSION)
+    else {
+        return Ok(Vec::new());
+    };
+    let invalid = || {
+        anyhow::anyhow!(
+            "invalid {SERVERS_EXTENSION} extension of cluster {cluster_name:?}: servers must be a list of URLs"
+        )
+    };
+    let listed = extension
+        .extension
+        .get("servers")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(invalid)?;
+    listed
+        .iter()
+        .map(|server| normalize_server(server.as_str().ok_or_else(invalid)?))
+        .collect()
 }
 
 /// `host:port` becomes `https://host:port` (client-go's default scheme); the
@@ -411,6 +454,57 @@ contexts: [{name: c, context: {cluster: k, user: u}}]
         let resolved = connection(&config(yaml), &Flags::default()).unwrap();
         assert_eq!(resolved.certificate_authority.as_deref(), Some(&b"CA"[..]));
         assert_eq!(resolved.identity.as_deref(), Some(&b"CERT\nKEY"[..]));
+    }
+
+    #[test]
+    fn servers_extension_lists_failover_servers_after_the_server() {
+        let yaml = "
+current-context: c
+clusters:
+- name: k
+  cluster:
+    server: https://a:6443
+    extensions:
+    - name: other.example/thing
+      extension: {servers: ['https://ignored:1']}
+    - name: skiff.io/servers
+      extension:
+        servers: ['https://a:6443/', 'b:6443', 'https://c:6443']
+contexts: [{name: c, context: {cluster: k}}]
+";
+        let resolved = connection(&config(yaml), &Flags::default()).unwrap();
+        assert_eq!(resolved.server, "https://a:6443");
+        assert_eq!(
+            resolved.servers,
+            ["https://a:6443", "https://b:6443", "https://c:6443"]
+        );
+
+        // --server names the one server to use.
+        let flags = Flags {
+            server: Some("https://d:6443".to_owned()),
+            ..Flags::default()
+        };
+        let resolved = connection(&config(yaml), &flags).unwrap();
+        assert_eq!(resolved.servers, ["https://d:6443"]);
+
+        // Without the extension there is just the server.
+        let resolved = connection(&config(TWO_CONTEXTS), &Flags::default()).unwrap();
+        assert_eq!(resolved.servers, ["http://127.0.0.1:8001"]);
+    }
+
+    #[test]
+    fn a_malformed_servers_extension_is_an_error() {
+        for extension in ["{servers: 'https://a:6443'}", "{servers: [1]}", "{}"] {
+            let yaml = format!(
+                "current-context: c\nclusters: [{{name: k, cluster: {{server: 'https://a:6443', extensions: [{{name: skiff.io/servers, extension: {extension}}}]}}}}]\ncontexts: [{{name: c, context: {{cluster: k}}}}]\n"
+            );
+            let error = connection(&config(&yaml), &Flags::default()).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                "invalid skiff.io/servers extension of cluster \"k\": servers must be a list of URLs",
+                "{extension}"
+            );
+        }
     }
 
     #[test]

@@ -30,13 +30,14 @@ pub struct NodeAgent {
 
 impl NodeAgent {
     /// Starts an agent for `node` inside its namespace against the control plane at
-    /// `server` (`http://10.77.0.1:PORT`, as the node sees it), trusting
-    /// `insecure_registry` over plain HTTP, and waits until it has registered. The
-    /// agent's node IP is the node's fabric address; it serves logs and exec there on
-    /// an ephemeral port.
+    /// `server` (`https://10.77.0.1:PORT`, as the node sees it), joining with `token`
+    /// (the control plane's `agent-token`), trusting `insecure_registry` over plain
+    /// HTTP, and waits until it has registered. The agent's node IP is the node's
+    /// fabric address; it serves logs and exec there on an ephemeral port.
     pub async fn start(
         node: NodeNet,
         server: &str,
+        token: &str,
         insecure_registry: &str,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating the agent's data dir")?;
@@ -46,6 +47,8 @@ impl NodeAgent {
             data_dir.display().to_string(),
             "--server".to_owned(),
             server.to_owned(),
+            "--token".to_owned(),
+            token.to_owned(),
             "--node-name".to_owned(),
             node.name.clone(),
             "--node-ip".to_owned(),
@@ -73,12 +76,13 @@ impl NodeAgent {
         fabric: &Fabric,
         name: &str,
         server: &str,
+        token: &str,
         insecure_registry: &str,
     ) -> anyhow::Result<Self> {
         let node = fabric
             .add_node(name)
             .with_context(|| format!("creating node {name}'s network"))?;
-        Self::start(node, server, insecure_registry).await
+        Self::start(node, server, token, insecure_registry).await
     }
 
     /// Starts the agent process again (after [`NodeAgent::kill`]) on the same data

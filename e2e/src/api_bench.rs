@@ -14,16 +14,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
+use hyper::{Method, Response, StatusCode, header};
 use serde_json::Value;
+use skiff_pki::KeyPair;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
+use tokio_rustls::rustls;
 
 use crate::netns::{Fabric, Forwarder};
 use crate::process::{Process, free_port, on_path, sibling_binary};
@@ -171,10 +169,10 @@ impl Report {
     }
 }
 
-/// A plain-HTTP client of the API server.
+/// An HTTPS client of the API server, authenticated as the admin.
 #[derive(Clone)]
 pub(crate) struct Api {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: reqwest::Client,
     pub(crate) base: String,
 }
 
@@ -185,11 +183,21 @@ pub(crate) struct Reply {
 }
 
 impl Api {
-    fn new(base: String) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Self { client, base }
+    /// A client of `base` (`https://HOST:PORT`) trusting `ca_pem` and presenting
+    /// `identity`'s certificate. It speaks HTTP/1.1 with `TCP_NODELAY` on pooled
+    /// connections, as the bench's clients always have.
+    fn try_new(base: String, ca_pem: &str, identity: &KeyPair) -> anyhow::Result<Self> {
+        let shared = skiff_pki::client_config(ca_pem, Some(identity))?;
+        let mut tls = rustls::ClientConfig::clone(&shared);
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .http1_only()
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .context("building the API client")?;
+        Ok(Self { client, base })
     }
 
     fn request(
@@ -199,15 +207,15 @@ impl Api {
         content_type: Option<&str>,
         accept: &str,
         body: Bytes,
-    ) -> anyhow::Result<Request<Full<Bytes>>> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
+    ) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .client
+            .request(method, format!("{}{path}", self.base))
             .header(header::ACCEPT, accept);
         if let Some(content_type) = content_type {
             builder = builder.header(header::CONTENT_TYPE, content_type);
         }
-        Ok(builder.body(Full::new(body))?)
+        builder.body(body)
     }
 
     /// Sends a request and reads the whole reply, within [`REQUEST_TIMEOUT`].
@@ -219,11 +227,11 @@ impl Api {
         accept: &str,
         body: Bytes,
     ) -> anyhow::Result<Reply> {
-        let request = self.request(method.clone(), path, content_type, accept, body)?;
+        let request = self.request(method.clone(), path, content_type, accept, body);
         let exchange = async {
-            let response = self.client.request(request).await?;
+            let response = request.send().await?;
             let status = response.status();
-            let body = response.into_body().collect().await?.to_bytes();
+            let body = response.bytes().await?;
             Ok::<_, anyhow::Error>(Reply { status, body })
         };
         timeout(REQUEST_TIMEOUT, exchange)
@@ -233,12 +241,13 @@ impl Api {
     }
 
     /// Sends a request and returns once the reply's head arrived (for watches).
-    pub(crate) async fn open(&self, path: &str) -> anyhow::Result<Response<Incoming>> {
-        let request = self.request(Method::GET, path, None, "application/json", Bytes::new())?;
-        timeout(REQUEST_TIMEOUT, self.client.request(request))
+    pub(crate) async fn open(&self, path: &str) -> anyhow::Result<Response<reqwest::Body>> {
+        let request = self.request(Method::GET, path, None, "application/json", Bytes::new());
+        let response = timeout(REQUEST_TIMEOUT, request.send())
             .await
             .with_context(|| format!("GET {path} took over {REQUEST_TIMEOUT:?}"))?
-            .with_context(|| format!("GET {path} failed"))
+            .with_context(|| format!("GET {path} failed"))?;
+        Ok(response.into())
     }
 }
 
@@ -295,11 +304,14 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 pub(crate) struct Server {
     process: Process,
     pub(crate) pid: u32,
-    /// The client, on the host (through `forwarder` when the server is in a fabric).
+    /// The admin's client, on the host (through `forwarder` when the server is in a
+    /// fabric).
     pub(crate) api: Api,
     /// The API's URL as nodes see it: the same as `api.base` on the host,
-    /// `http://10.77.0.1:PORT` in a fabric.
+    /// `https://10.77.0.1:PORT` in a fabric.
     pub(crate) server_url: String,
+    /// The token node agents join with (the control plane's `agent-token`).
+    pub(crate) agent_token: String,
     /// Relays `api.base` into the fabric; `None` on the host.
     _forwarder: Option<Forwarder>,
 }
@@ -332,7 +344,7 @@ impl Server {
                 format!("127.0.0.1:{}", free_port()?),
             ),
         };
-        let args = vec![
+        let mut args = vec![
             "--data-dir".to_owned(),
             dir.path().display().to_string(),
             "--listen-peer".to_owned(),
@@ -340,6 +352,11 @@ impl Server {
             "--listen-api".to_owned(),
             listen_api,
         ];
+        if fabric.is_some() {
+            // Nodes reach the API on the fabric's bridge; the certificate names it (and
+            // 127.0.0.1, where the host's forwarder connects).
+            args.extend(["--advertise-address".to_owned(), Fabric::IP.to_string()]);
+        }
         let mut process = Process::spawn_in(
             fabric.map(|fabric| &fabric.ns),
             "skiff-control-plane",
@@ -350,29 +367,43 @@ impl Server {
         let line = process
             .wait_for_line("serving the API on", READY_TIMEOUT)
             .await?;
+        // `… serving the API on https://BOUND as https://ADVERTISED`
         let server_url = line
             .rsplit(' ')
             .next()
-            .filter(|url| url.starts_with("http://"))
+            .filter(|url| url.starts_with("https://"))
             .with_context(|| format!("no API address in {line:?}"))?
             .to_owned();
         let (base, forwarder) = match fabric {
             Some(fabric) => {
                 let target: SocketAddr = server_url
-                    .trim_start_matches("http://")
+                    .trim_start_matches("https://")
                     .parse()
                     .with_context(|| format!("no API address in {line:?}"))?;
                 let forwarder = fabric.ns.forward(target)?;
-                (format!("http://{}", forwarder.address()), Some(forwarder))
+                // The serving certificate always names 127.0.0.1.
+                (format!("https://{}", forwarder.address()), Some(forwarder))
             }
             None => (server_url.clone(), None),
         };
+        let data_dir = process.dir.path().to_owned();
+        let pki = data_dir.join("pki");
+        let ca_path = pki.join("ca.crt");
+        let ca_pem = std::fs::read_to_string(&ca_path)
+            .with_context(|| format!("reading {}", ca_path.display()))?;
+        let admin = KeyPair::load(&pki, "admin").context("loading the admin's certificate")?;
+        let token_path = data_dir.join("agent-token");
+        let agent_token = std::fs::read_to_string(&token_path)
+            .with_context(|| format!("reading {}", token_path.display()))?
+            .trim()
+            .to_owned();
         let pid = process.pid().context("the control plane exited at once")?;
         Ok(Self {
             process,
             pid,
-            api: Api::new(base),
+            api: Api::try_new(base, &ca_pem, &admin)?,
             server_url,
+            agent_token,
             _forwarder: forwarder,
         })
     }

@@ -82,8 +82,14 @@ pub async fn bench(options: &Options) -> anyhow::Result<Report> {
     )?;
     let server = Server::start_in(&fabric).await?;
     server.wait_ready().await?;
-    let mut agent =
-        NodeAgent::start_on(&fabric, NODE, &server.server_url, &registry.address()).await?;
+    let mut agent = NodeAgent::start_on(
+        &fabric,
+        NODE,
+        &server.server_url,
+        &server.agent_token,
+        &registry.address(),
+    )
+    .await?;
     let agent_pid = agent.pid().context("the agent exited at once")?;
     let api = server.api.clone();
 

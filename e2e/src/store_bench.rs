@@ -77,6 +77,8 @@ impl Cluster {
         let binary = sibling_binary("skiff-control-plane")?;
         let mut processes = Vec::new();
         let mut endpoints: Vec<String> = Vec::new();
+        // The first member's API URL and server token, which the others join with.
+        let mut join: Option<(String, String)> = None;
         for idx in 0..members {
             let dir = tempfile::tempdir()?;
             let mut args = vec![
@@ -87,14 +89,30 @@ impl Cluster {
                 "--listen-api".to_owned(),
                 "127.0.0.1:0".to_owned(),
             ];
-            if let Some(first) = endpoints.first() {
-                args.extend(["--join".to_owned(), first.clone()]);
+            if let Some((api, token)) = &join {
+                args.extend([
+                    "--join".to_owned(),
+                    api.clone(),
+                    "--token".to_owned(),
+                    token.clone(),
+                ]);
             }
             let mut process = Process::spawn(&format!("skiff member {idx}"), &binary, &args, dir)?;
             let line = process
                 .wait_for_line("serving peers on", Duration::from_secs(60))
                 .await?;
             endpoints.push(line.rsplit(' ').next().unwrap_or_default().to_owned());
+            // `… serving the API on https://BOUND as https://ADVERTISED`
+            let line = process
+                .wait_for_line("serving the API on", Duration::from_secs(60))
+                .await?;
+            if join.is_none() {
+                let api = line.rsplit(' ').next().unwrap_or_default().to_owned();
+                let token_path = process.dir.path().join("token");
+                let token = std::fs::read_to_string(&token_path)
+                    .with_context(|| format!("reading {}", token_path.display()))?;
+                join = Some((api, token.trim().to_owned()));
+            }
             processes.push(process);
         }
         Ok(Self {

@@ -3,7 +3,7 @@
 //! with the demo image imported, a kubeconfig written, and everything (containers
 //! included) stopped on Ctrl-C or SIGTERM.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -59,8 +59,9 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
 
+    let plane_dir = data_dir.join("control-plane");
     let store = skiff_control_plane::store::Config {
-        data_dir: data_dir.join("control-plane"),
+        data_dir: plane_dir.clone(),
         listen_peer: SocketAddr::from(([127, 0, 0, 1], 0)),
         advertise_peer: None,
         join: Vec::new(),
@@ -70,6 +71,7 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     let plane = skiff_control_plane::Config {
         store,
         listen_api: args.listen,
+        security: skiff_control_plane::SecurityConfig::default(),
         controllers: skiff_control_plane::controllers::Settings::default(),
         network: skiff_control_plane::NetworkSettings::default(),
     };
@@ -77,20 +79,38 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
         let shutdown = shutdown.clone();
         async move { skiff_control_plane::run(plane, shutdown).await }
     });
-    let server = format!("http://{}", args.listen);
-    wait_for_api(&server, &plane_task).await?;
+    // The control plane advertises the listen IP, or 127.0.0.1 when that is
+    // unspecified; its certificate names both.
+    let ip = Some(args.listen.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let server = format!("https://{}", SocketAddr::new(ip, args.listen.port()));
+    wait_for_api(&server, &plane_dir, &plane_task).await?;
+    let agent_token_path = plane_dir.join("agent-token");
+    let agent_token = std::fs::read_to_string(&agent_token_path)
+        .with_context(|| format!("reading {}", agent_token_path.display()))?;
 
     let mut agent = skiff_node_agent::Config::new(agent_dir.clone(), server.clone());
-    agent.node_ip = Some(args.listen.ip());
+    agent.token = Some(agent_token.trim().to_owned());
+    agent.node_ip = Some(ip);
     agent.listen = SocketAddr::new(args.listen.ip(), 0);
-    let agent_task = tasks.spawn({
+    let mut agent_task = tasks.spawn({
         let shutdown = shutdown.clone();
         async move { skiff_node_agent::run(agent, shutdown).await }
     });
     tasks.close();
 
+    // The user's kubeconfig is the control plane's admin kubeconfig (client certificate
+    // included; the copy keeps its 0600 mode).
     let kubeconfig = data_dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &server)?;
+    let admin_kubeconfig = plane_dir.join("admin.kubeconfig");
+    std::fs::copy(&admin_kubeconfig, &kubeconfig).with_context(|| {
+        format!(
+            "copying {} to {}",
+            admin_kubeconfig.display(),
+            kubeconfig.display()
+        )
+    })?;
     println!(
         "skiff up: a one-node cluster is running at {server} (ready in {:.1} s)",
         started.elapsed().as_secs_f64()
@@ -106,9 +126,10 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
-        () = async { while !agent_task.is_finished() { tokio::time::sleep(Duration::from_millis(200)).await } } => {
-            eprintln!("skiff up: the node agent stopped; see the log");
-        }
+        stopped = &mut agent_task => match stopped {
+            Ok(Err(error)) => eprintln!("skiff up: the node agent failed: {:#}", anyhow::Error::from(error)),
+            _ => eprintln!("skiff up: the node agent stopped; see the log"),
+        },
     }
     println!("skiff up: stopping");
     shutdown.cancel();
@@ -124,19 +145,26 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until the API serves the `default` namespace (or the control plane failed).
+/// Waits until the API serves the `default` namespace to the admin (or the control
+/// plane failed); the CA and the admin's certificate come from `plane_dir/pki/` once
+/// the control plane has written them.
 async fn wait_for_api(
     server: &str,
+    plane_dir: &Path,
     plane: &tokio::task::JoinHandle<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
     let url = format!("{server}/api/v1/namespaces/default");
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut client = None;
     loop {
         if plane.is_finished() {
             bail!("the control plane stopped while starting; see skiff-up.log in the data dir");
         }
-        if let Ok(reply) = client.get(&url).send().await
+        if client.is_none() {
+            client = admin_client(plane_dir).ok();
+        }
+        if let Some(client) = &client
+            && let Ok(reply) = client.get(&url).send().await
             && reply.status().is_success()
         {
             return Ok(());
@@ -206,10 +234,16 @@ pub(crate) fn write_demo_archive(path: &Path, name: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Writes a kubeconfig for `server` (kubectl's format).
-fn write_kubeconfig(path: &Path, server: &str) -> anyhow::Result<()> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\nusers:\n- name: admin\n  user: {{}}\ncurrent-context: skiff\n"
-    );
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+/// An HTTPS client trusting the cluster CA and presenting the admin's certificate,
+/// both from `plane_dir/pki/`.
+fn admin_client(plane_dir: &Path) -> anyhow::Result<reqwest::Client> {
+    let pki = plane_dir.join("pki");
+    let ca_path = pki.join("ca.crt");
+    let ca = std::fs::read_to_string(&ca_path)
+        .with_context(|| format!("reading {}", ca_path.display()))?;
+    let admin = skiff_pki::KeyPair::load(&pki, "admin")?;
+    let tls = skiff_pki::client_config(&ca, Some(&admin))?;
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
+        .build()?)
 }

@@ -1,9 +1,10 @@
-//! A `skiff-control-plane` child process with a kubeconfig pointing at it.
+//! A `skiff-control-plane` child process and its admin kubeconfig (HTTPS, the admin's
+//! client certificate).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -12,10 +13,13 @@ use tempfile::TempDir;
 pub struct ControlPlane {
     /// Holds the data dir and the kubeconfig; removed on drop.
     _dir: TempDir,
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub api: String,
-    /// A kubeconfig whose current context points at `api`.
+    /// A copy of the control plane's admin kubeconfig, whose current context points at
+    /// `api`.
     pub kubeconfig: PathBuf,
+    /// TLS for raw requests: the cluster CA, the admin's certificate, HTTP/1.1 only.
+    tls: Arc<rustls::ClientConfig>,
     child: Child,
 }
 
@@ -77,18 +81,23 @@ impl ControlPlane {
                     .to_owned();
             }
         };
+        let data = dir.path().join("data");
+        // A copy tests may edit.
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\ncurrent-context: test\nclusters:\n- name: test\n  cluster:\n    server: {api}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\nusers:\n- name: test\n  user: {{}}\n"
-            ),
-        )
-        .expect("write kubeconfig");
+        std::fs::copy(data.join("admin.kubeconfig"), &kubeconfig).expect("copy the kubeconfig");
+        let pki = data.join("pki");
+        let ca = std::fs::read_to_string(pki.join("ca.crt")).expect("the cluster CA");
+        let admin = skiff_pki::KeyPair::load(&pki, "admin").expect("the admin's certificate");
+        let mut tls = rustls::ClientConfig::clone(
+            &skiff_pki::client_config(&ca, Some(&admin)).expect("a TLS client config"),
+        );
+        // The raw requests below speak HTTP/1.1.
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let control_plane = Self {
             _dir: dir,
             api,
             kubeconfig,
+            tls: Arc::new(tls),
             child,
         };
         control_plane.wait_for_namespace("default");
@@ -123,19 +132,31 @@ impl ControlPlane {
         command
     }
 
-    /// Sends one raw HTTP/1.1 request to the API (what the tests do that `skiff`
-    /// has no verb for, like writing `/status`); returns the code and the body.
+    /// Sends one raw HTTP/1.1 request to the API as the admin (what the tests do that
+    /// `skiff` has no verb for, like writing `/status`); returns the code and the body.
     pub fn http(&self, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
-        let address = self.api.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(address).expect("connect to the API");
+        let address = self.api.trim_start_matches("https://");
+        let tcp = std::net::TcpStream::connect(address).expect("connect to the API");
+        let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+        let server_name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .expect("the API's host is a server name");
+        let session =
+            rustls::ClientConnection::new(self.tls.clone(), server_name).expect("a TLS session");
+        let mut stream = rustls::StreamOwned::new(session, tcp);
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
         .expect("send the request");
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).expect("read the reply");
+        let mut reply = Vec::new();
+        // A server that closes without TLS close_notify still sent the whole reply.
+        match stream.read_to_end(&mut reply) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(error) => panic!("reading the reply: {error}"),
+        }
+        let reply = String::from_utf8_lossy(&reply).into_owned();
         let code = reply
             .split(' ')
             .nth(1)

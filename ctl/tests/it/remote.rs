@@ -221,15 +221,10 @@ fn namespaces_come_from_flags_manifests_and_the_context() {
     );
 
     // The context's namespace is the default for every command.
-    let kubeconfig = std::fs::read_to_string(&cp.kubeconfig).unwrap();
-    std::fs::write(
-        &cp.kubeconfig,
-        kubeconfig.replace(
-            "    cluster: test\n    user: test\n",
-            "    cluster: test\n    user: test\n    namespace: team\n",
-        ),
-    )
-    .unwrap();
+    let mut kubeconfig: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cp.kubeconfig).unwrap()).unwrap();
+    kubeconfig["contexts"][0]["context"]["namespace"] = "team".into();
+    std::fs::write(&cp.kubeconfig, kubeconfig.to_string()).unwrap();
     assert_eq!(
         success(&cp.skiff(&["get", "pods", "-o", "name"])),
         "pod/web-1\n"
@@ -343,11 +338,19 @@ fn kubeconfig_env_list_and_server_flag() {
     let cp = ControlPlane::start();
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken");
-    std::fs::write(
-        &broken,
-        "current-context: broken\nclusters: [{name: b, cluster: {server: 'http://127.0.0.1:1'}}]\ncontexts: [{name: broken, context: {cluster: b}}]\n",
-    )
-    .unwrap();
+    // Its server is wrong, its authority and user are the admin's.
+    let admin: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cp.kubeconfig).unwrap()).unwrap();
+    let broken_config = serde_json::json!({
+        "current-context": "broken",
+        "clusters": [{"name": "b", "cluster": {
+            "server": "http://127.0.0.1:1",
+            "certificate-authority-data": admin["clusters"][0]["cluster"]["certificate-authority-data"],
+        }}],
+        "contexts": [{"name": "broken", "context": {"cluster": "b", "user": "u"}}],
+        "users": [{"name": "u", "user": admin["users"][0]["user"]}],
+    });
+    std::fs::write(&broken, broken_config.to_string()).unwrap();
     // KUBECONFIG lists are merged; the first file's current-context wins, missing files are skipped.
     let list = format!(
         "{}:{}:{}",

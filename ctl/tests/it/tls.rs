@@ -234,3 +234,55 @@ fn https_without_a_client_certificate_is_refused_by_the_server() {
         "error: specifying a root certificates file with the insecure flag is not allowed\n"
     );
 }
+
+#[test]
+fn https_fails_over_to_the_next_server_of_the_servers_extension() {
+    let server = TlsServer::start();
+    // A port that was bound and closed again: connecting is refused.
+    let closed = format!(
+        "https://{}",
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let client = format!(
+        "client-certificate-data: {}, client-key-data: {}",
+        base64(CLIENT_CERT),
+        base64(CLIENT_KEY)
+    );
+    let config = kubeconfig(
+        dir.path(),
+        &format!(
+            "server: '{closed}', certificate-authority-data: {}, extensions: [{{name: skiff.io/servers, extension: {{servers: ['{closed}', '{}']}}}}]",
+            base64(CA),
+            server.url
+        ),
+        &client,
+    );
+    let output = get_pods(&config);
+    assert_eq!(
+        text(&output.stdout),
+        "pod/tls-pod\n",
+        "{}",
+        text(&output.stderr)
+    );
+
+    // Without the extension the closed server is the only one.
+    let config = kubeconfig(
+        dir.path(),
+        &format!(
+            "server: '{closed}', certificate-authority-data: {}",
+            base64(CA)
+        ),
+        &client,
+    );
+    let output = get_pods(&config);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("was refused"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -148,12 +148,19 @@ impl Cluster {
     }
 
     /// Runs `command` in a container through the agent's Exec service, reached from
-    /// the host through a port forwarded into the node's namespace.
+    /// the host over TLS through a port forwarded into the node's namespace.
     async fn exec(&self, pod: &Value, container: &str, command: &[&str]) -> (i32, String) {
         let forwarder = self.agent.netns().forward(self.agent_address()).unwrap();
-        let mut client = AgentClient::connect(format!("http://{}", forwarder.address()))
-            .await
-            .unwrap();
+        // The agent serves TLS to system:masters only; the admin is one.
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("https://{}", forwarder.address()))
+                .unwrap()
+                .tls_config(self.plane.agent_tls(&self.agent.name))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut client = AgentClient::new(channel);
         let start = ExecInput {
             input: Some(exec_input::Input::Start(ExecStart {
                 pod_uid: pod["metadata"]["uid"].as_str().unwrap().to_owned(),

@@ -822,3 +822,74 @@ async fn subresources_and_collections_over_http() {
     let (code, _) = plane.http("GET", "/openapi/v2", "", b"").await;
     assert_eq!(code, 404, "kubectl asks for protobuf; it must get a 404");
 }
+
+/// A client certificate from the cluster's CA for `user` in `groups`.
+fn certificate(plane: &ControlPlane, user: &str, groups: &[&str]) -> skiff_pki::KeyPair {
+    let ca = skiff_pki::Ca::load(&plane.data_dir.join("pki")).unwrap();
+    ca.issue(&skiff_pki::Issue {
+        common_name: user.to_owned(),
+        organizations: groups.iter().map(|g| (*g).to_owned()).collect(),
+        dns_names: Vec::new(),
+        ips: Vec::new(),
+        usage: skiff_pki::Usage::Client,
+        validity_days: 1,
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_clients_see_health_alone_and_certificates_name_who_may_do_what() {
+    let plane = ControlPlane::start().await;
+    for path in ["/healthz", "/readyz", "/livez", "/version"] {
+        let (code, body) = plane.http_as(None, "GET", path, "", b"").await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let (code, ca) = plane.http_as(None, "GET", "/cacerts", "", b"").await;
+    assert_eq!(code, 200);
+    assert_eq!(ca.as_str().unwrap().trim(), plane.ca_pem.trim());
+    let (code, status) = plane
+        .http_as(None, "GET", "/api/v1/namespaces", "", b"")
+        .await;
+    assert_eq!(code, 401, "{status}");
+    assert_eq!(status["reason"], "Unauthorized");
+
+    // The admin may do anything; a node only what concerns its own pods.
+    let pods = "/api/v1/namespaces/default/pods";
+    let (code, created) = plane
+        .http(
+            "POST",
+            pods,
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"x"}]}}"#,
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let node = certificate(&plane, "system:node:n1", &["system:nodes"]);
+    let (code, status) = plane
+        .http_as(Some(&node), "GET", "/api/v1/pods", "", b"")
+        .await;
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(status["reason"], "Forbidden");
+    let (code, list) = plane
+        .http_as(
+            Some(&node),
+            "GET",
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1",
+            "",
+            b"",
+        )
+        .await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["items"][0]["metadata"]["name"], "a");
+    let (code, _) = plane
+        .http_as(Some(&node), "GET", &format!("{pods}/a"), "", b"")
+        .await;
+    assert_eq!(code, 200);
+
+    // A user outside every group is authenticated but may do nothing.
+    let nobody = certificate(&plane, "jane", &[]);
+    let (code, status) = plane
+        .http_as(Some(&nobody), "GET", "/api/v1/namespaces", "", b"")
+        .await;
+    assert_eq!(code, 403, "{status}");
+}

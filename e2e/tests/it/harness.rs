@@ -1,11 +1,15 @@
 //! A control plane per test, a kubeconfig pointing at it, and the clients that talk to
-//! it: `kubectl`, `skiff`, and raw HTTP for inputs no client would send; and a
+//! it: `kubectl`, `skiff`, and raw HTTPS for inputs no client would send; and a
 //! [`Cluster`]: a control plane, a registry and node agents, each node in its own
 //! network namespace on a test fabric, so no agent touches the host's network.
+//!
+//! The API is HTTPS only: clients use the control plane's admin kubeconfig (its client
+//! certificate and CA), agents join with its agent token.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,8 +17,11 @@ use skiff_e2e::agent::NodeAgent;
 use skiff_e2e::netns::{Fabric, Forwarder};
 use skiff_e2e::process::{Process, free_port, sibling_binary};
 use skiff_e2e::registry::TestRegistry;
+use skiff_pki::KeyPair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
 
 /// The workspace root: manifests are addressed from here.
 pub fn workspace() -> PathBuf {
@@ -32,11 +39,20 @@ pub struct ControlPlane {
     /// `127.0.0.1:PORT` of the API, on the host (forwarded into the fabric if it runs
     /// there).
     pub address: String,
-    /// The API's URL as nodes see it: `http://10.77.0.1:PORT` in a fabric, otherwise
-    /// `http://{address}`.
+    /// The API's URL as nodes see it: `https://10.77.0.1:PORT` in a fabric, otherwise
+    /// `https://{address}`.
     pub server: String,
-    /// A kubeconfig naming the API (in `scratch`).
+    /// The admin kubeconfig (in `scratch`): the control plane's, naming
+    /// `https://{address}` (its serving certificate always names 127.0.0.1).
     pub kubeconfig: PathBuf,
+    /// The control plane's data directory (`pki/`, `admin.kubeconfig`, tokens).
+    pub data_dir: PathBuf,
+    /// The cluster CA (PEM).
+    pub ca_pem: String,
+    /// The admin's client certificate (`system:masters`).
+    pub admin: KeyPair,
+    /// The token agents join with (`DATA/agent-token`).
+    pub agent_token: String,
     /// Files a test writes (kubectl's cache, edited manifests).
     pub scratch: tempfile::TempDir,
     process: Process,
@@ -77,14 +93,20 @@ impl ControlPlane {
                 "127.0.0.1:0".to_owned(),
             ),
         };
+        let data_dir = dir.path().to_owned();
         let mut args = vec![
             "--data-dir".to_owned(),
-            dir.path().display().to_string(),
+            data_dir.display().to_string(),
             "--listen-peer".to_owned(),
             listen_peer,
             "--listen-api".to_owned(),
             listen_api,
         ];
+        if fabric.is_some() {
+            // Nodes reach the API on the fabric's bridge; the certificate names it (and
+            // 127.0.0.1, where the host's forwarder connects).
+            args.extend(["--advertise-address".to_owned(), Fabric::IP.to_string()]);
+        }
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut process = Process::spawn_in(
             fabric.map(|fabric| &fabric.ns),
@@ -98,28 +120,39 @@ impl ControlPlane {
             .wait_for_line("serving the API on", Duration::from_secs(60))
             .await
             .unwrap();
+        // `… serving the API on https://BOUND as https://ADVERTISED`
         let server = line.rsplit(' ').next().unwrap().to_owned();
+        assert!(server.starts_with("https://"), "{line}");
         let (address, forwarder) = match fabric {
             Some(fabric) => {
-                let target: SocketAddr = server.trim_start_matches("http://").parse().unwrap();
+                let target: SocketAddr = server.trim_start_matches("https://").parse().unwrap();
                 let forwarder = fabric.ns.forward(target).unwrap();
                 (forwarder.address().to_string(), Some(forwarder))
             }
-            None => (server.trim_start_matches("http://").to_owned(), None),
+            None => (server.trim_start_matches("https://").to_owned(), None),
         };
+        let pki = data_dir.join("pki");
+        let ca_pem = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+        let admin = KeyPair::load(&pki, "admin").unwrap();
+        let agent_token = std::fs::read_to_string(data_dir.join("agent-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
         let scratch = tempfile::tempdir().unwrap();
         let kubeconfig = scratch.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: http://{address}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\nusers:\n- name: admin\n  user: {{}}\ncurrent-context: skiff\n"
-            ),
+            host_kubeconfig(&data_dir.join("admin.kubeconfig"), &address),
         )
         .unwrap();
         let plane = Self {
             address,
             server,
             kubeconfig,
+            data_dir,
+            ca_pem,
+            admin,
+            agent_token,
             scratch,
             process,
             _forwarder: forwarder,
@@ -140,6 +173,19 @@ impl ControlPlane {
     /// The control plane's process id.
     pub fn pid(&self) -> u32 {
         self.process.pid().unwrap()
+    }
+
+    /// TLS for calling a node agent's own server (logs, exec) from the host as the
+    /// admin (`system:masters`, which the agent requires). The agent's certificate is
+    /// checked for `node_name`, its DNS name: the host reaches it through a forwarder.
+    pub fn agent_tls(&self, node_name: &str) -> tonic::transport::ClientTlsConfig {
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .identity(tonic::transport::Identity::from_pem(
+                &self.admin.cert_pem,
+                &self.admin.key_pem,
+            ))
+            .domain_name(node_name)
     }
 
     /// Runs the real kubectl against this control plane.
@@ -184,8 +230,8 @@ impl ControlPlane {
         path.display().to_string()
     }
 
-    /// One raw HTTP/1.1 request; returns the status code and the body as JSON (or as
-    /// a JSON string when it is not JSON).
+    /// One raw HTTP/1.1 request as the admin; returns the status code and the body as
+    /// JSON (or as a JSON string when it is not JSON).
     pub async fn http(
         &self,
         method: &str,
@@ -193,7 +239,31 @@ impl ControlPlane {
         content_type: &str,
         body: &[u8],
     ) -> (u16, Value) {
-        let mut stream = TcpStream::connect(&self.address).await.unwrap();
+        self.http_as(Some(&self.admin), method, path, content_type, body)
+            .await
+    }
+
+    /// One raw HTTP/1.1 request over TLS presenting `identity`'s client certificate
+    /// (`None`: anonymous); returns the status code and the body as JSON (or as a JSON
+    /// string when it is not JSON).
+    pub async fn http_as(
+        &self,
+        identity: Option<&KeyPair>,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> (u16, Value) {
+        let mut tls =
+            rustls::ClientConfig::clone(&skiff_pki::client_config(&self.ca_pem, identity).unwrap());
+        // The request below is written as HTTP/1.1.
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(&self.address).await.unwrap();
+        let server_name = rustls::pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+        let mut stream = TlsConnector::from(Arc::new(tls))
+            .connect(server_name, tcp)
+            .await
+            .unwrap();
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
             self.address,
@@ -208,10 +278,17 @@ impl ControlPlane {
         // the rest is expected then.
         let _ = stream.write_all(body).await;
         let mut response = Vec::new();
-        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
             .await
-            .expect("the server answers within 30 s")
-            .unwrap();
+            .expect("the server answers within 30 s");
+        // A server closing without TLS close_notify has still sent the whole reply.
+        if let Err(error) = read {
+            assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::UnexpectedEof,
+                "reading the reply: {error}"
+            );
+        }
         let text = String::from_utf8_lossy(&response).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let code = head
@@ -251,9 +328,15 @@ impl Cluster {
         let plane = ControlPlane::start_in(&fabric, plane_flags).await;
         let mut agents = Vec::new();
         for node in nodes {
-            let agent = NodeAgent::start_on(&fabric, node, &plane.server, &registry.address())
-                .await
-                .unwrap();
+            let agent = NodeAgent::start_on(
+                &fabric,
+                node,
+                &plane.server,
+                &plane.agent_token,
+                &registry.address(),
+            )
+            .await
+            .unwrap();
             agents.push(agent);
         }
         Self {
@@ -263,6 +346,22 @@ impl Cluster {
             fabric,
         }
     }
+}
+
+/// The admin kubeconfig at `path` (JSON) for a client on the host: its cluster names
+/// `https://{address}` (the forwarder, or the API itself on the host's loopback) and
+/// nothing else to fail over to.
+fn host_kubeconfig(path: &Path, address: &str) -> String {
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for cluster in config["clusters"].as_array_mut().unwrap() {
+        let cluster = cluster["cluster"].as_object_mut().unwrap();
+        cluster.insert(
+            "server".to_owned(),
+            Value::String(format!("https://{address}")),
+        );
+        cluster.remove("extensions");
+    }
+    serde_json::to_string_pretty(&config).unwrap()
 }
 
 /// A client's stdout.
