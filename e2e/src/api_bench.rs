@@ -186,7 +186,7 @@ impl Api {
     /// A client of `base` (`https://HOST:PORT`) trusting `ca_pem` and presenting
     /// `identity`'s certificate. It speaks HTTP/1.1 with `TCP_NODELAY` on pooled
     /// connections, as the bench's clients always have.
-    fn try_new(base: String, ca_pem: &str, identity: &KeyPair) -> anyhow::Result<Self> {
+    pub(crate) fn try_new(base: String, ca_pem: &str, identity: &KeyPair) -> anyhow::Result<Self> {
         let shared = skiff_pki::client_config(ca_pem, Some(identity))?;
         let mut tls = rustls::ClientConfig::clone(&shared);
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -248,6 +248,26 @@ impl Api {
             .with_context(|| format!("GET {path} took over {REQUEST_TIMEOUT:?}"))?
             .with_context(|| format!("GET {path} failed"))?;
         Ok(response.into())
+    }
+
+    /// Waits until `GET path` answers 200, within [`READY_TIMEOUT`].
+    pub(crate) async fn wait_for(&self, path: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let reply = self
+                .send(Method::GET, path, None, "application/json", Bytes::new())
+                .await;
+            match reply {
+                Ok(reply) if reply.status == StatusCode::OK => return Ok(()),
+                Ok(reply) if Instant::now() > deadline => {
+                    bail!("GET {path} never succeeded: {}", describe(&reply))
+                }
+                Err(error) if Instant::now() > deadline => {
+                    return Err(error.context(format!("GET {path} never succeeded")));
+                }
+                _ => sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 }
 
@@ -408,32 +428,24 @@ impl Server {
         })
     }
 
-    /// Waits until a LIST succeeds (the store has a leader and serves).
+    /// Waits until a LIST succeeds (the store has a leader and serves) and agents can
+    /// join: the control plane stores its join tokens' Secrets just after it starts
+    /// serving.
     pub(crate) async fn wait_ready(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let reply = self
-                .api
-                .send(
-                    Method::GET,
-                    &pods_path(),
-                    None,
-                    "application/json",
-                    Bytes::new(),
-                )
-                .await;
-            match reply {
-                Ok(reply) if reply.status == StatusCode::OK => return Ok(()),
-                Ok(reply) if Instant::now() > deadline => {
-                    bail!("the API never served a LIST: {}", describe(&reply))
-                }
-                Err(error) if Instant::now() > deadline => {
-                    return Err(error.context("the API never served a LIST"));
-                }
-                _ => sleep(Duration::from_millis(50)).await,
-            }
-        }
+        self.api.wait_for(&pods_path()).await?;
+        self.api
+            .wait_for(&bootstrap_token_path(&self.agent_token)?)
+            .await
     }
+}
+
+/// Where the Secret of bootstrap token `token` (`K10<hash>::<id>.<secret>`) lives.
+pub(crate) fn bootstrap_token_path(token: &str) -> anyhow::Result<String> {
+    let token = skiff_pki::Token::parse(token).context("an unreadable join token")?;
+    Ok(format!(
+        "/api/v1/namespaces/kube-system/secrets/bootstrap-token-{}",
+        token.id
+    ))
 }
 
 /// Creates `options.pods` pods from `options.clients` concurrent clients.

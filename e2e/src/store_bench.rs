@@ -6,11 +6,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use skiff_pki::KeyPair;
 use skiff_proto::store as skiff;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 use tonic::transport::Channel;
 
+use crate::api_bench::{Api, bootstrap_token_path};
 use crate::etcd;
 use crate::process::{Process, free_port, on_path, sibling_binary, wait_for_port};
 use crate::stats::{Samples, median};
@@ -108,10 +110,23 @@ impl Cluster {
                 .await?;
             if join.is_none() {
                 let api = line.rsplit(' ').next().unwrap_or_default().to_owned();
-                let token_path = process.dir.path().join("token");
+                let data_dir = process.dir.path();
+                let token_path = data_dir.join("token");
                 let token = std::fs::read_to_string(&token_path)
-                    .with_context(|| format!("reading {}", token_path.display()))?;
-                join = Some((api, token.trim().to_owned()));
+                    .with_context(|| format!("reading {}", token_path.display()))?
+                    .trim()
+                    .to_owned();
+                // The token works once its Secret is stored, just after the API serves.
+                let pki = data_dir.join("pki");
+                let ca_path = pki.join("ca.crt");
+                let ca_pem = std::fs::read_to_string(&ca_path)
+                    .with_context(|| format!("reading {}", ca_path.display()))?;
+                let admin =
+                    KeyPair::load(&pki, "admin").context("loading the admin's certificate")?;
+                Api::try_new(api.clone(), &ca_pem, &admin)?
+                    .wait_for(&bootstrap_token_path(&token)?)
+                    .await?;
+                join = Some((api, token));
             }
             processes.push(process);
         }

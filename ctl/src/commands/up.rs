@@ -85,13 +85,10 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
         .filter(|ip| !ip.is_unspecified())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let server = format!("https://{}", SocketAddr::new(ip, args.listen.port()));
-    wait_for_api(&server, &plane_dir, &plane_task).await?;
-    let agent_token_path = plane_dir.join("agent-token");
-    let agent_token = std::fs::read_to_string(&agent_token_path)
-        .with_context(|| format!("reading {}", agent_token_path.display()))?;
+    let agent_token = wait_for_api(&server, &plane_dir, &plane_task).await?;
 
     let mut agent = skiff_node_agent::Config::new(agent_dir.clone(), server.clone());
-    agent.token = Some(agent_token.trim().to_owned());
+    agent.token = Some(agent_token);
     agent.node_ip = Some(ip);
     agent.listen = SocketAddr::new(args.listen.ip(), 0);
     let mut agent_task = tasks.spawn({
@@ -145,17 +142,18 @@ async fn up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until the API serves the `default` namespace to the admin (or the control
-/// plane failed); the CA and the admin's certificate come from `plane_dir/pki/` once
-/// the control plane has written them.
+/// Waits until the API serves the agent token's Secret to the admin (the control plane
+/// stores it just after the system namespaces, once it serves) or the control plane
+/// failed; returns the agent token. The CA, the admin's certificate and the token come
+/// from `plane_dir` once the control plane has written them.
 async fn wait_for_api(
     server: &str,
     plane_dir: &Path,
     plane: &tokio::task::JoinHandle<anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let url = format!("{server}/api/v1/namespaces/default");
+) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut client = None;
+    let mut agent_token = None;
     loop {
         if plane.is_finished() {
             bail!("the control plane stopped while starting; see skiff-up.log in the data dir");
@@ -163,11 +161,22 @@ async fn wait_for_api(
         if client.is_none() {
             client = admin_client(plane_dir).ok();
         }
-        if let Some(client) = &client
-            && let Ok(reply) = client.get(&url).send().await
-            && reply.status().is_success()
-        {
-            return Ok(());
+        if agent_token.is_none() {
+            agent_token = std::fs::read_to_string(plane_dir.join("agent-token"))
+                .ok()
+                .map(|token| token.trim().to_owned());
+        }
+        if let (Some(client), Some(token)) = (&client, &agent_token) {
+            let id = skiff_pki::Token::parse(token)
+                .context("the control plane's agent-token is unreadable")?
+                .id;
+            let url =
+                format!("{server}/api/v1/namespaces/kube-system/secrets/bootstrap-token-{id}");
+            if let Ok(reply) = client.get(&url).send().await
+                && reply.status().is_success()
+            {
+                return Ok(token.clone());
+            }
         }
         if Instant::now() > deadline {
             bail!("the API at {server} did not come up within 60 s");

@@ -157,17 +157,24 @@ impl ControlPlane {
             process,
             _forwarder: forwarder,
         };
-        // The system namespaces are created in the background; wait for `default`.
-        for _ in 0..200 {
-            let (code, _) = plane
-                .http("GET", "/api/v1/namespaces/default", "", b"")
-                .await;
-            if code == 200 {
-                return plane;
+        // The system namespaces and then the join tokens' Secrets are created in the
+        // background; wait for `default` and for the agent token to work.
+        let token_id = skiff_pki::Token::parse(&plane.agent_token).unwrap().id;
+        for path in [
+            "/api/v1/namespaces/default".to_owned(),
+            format!("/api/v1/namespaces/kube-system/secrets/bootstrap-token-{token_id}"),
+        ] {
+            let mut found = false;
+            for _ in 0..200 {
+                if plane.http("GET", &path, "", b"").await.0 == 200 {
+                    found = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(found, "{path} was not created");
         }
-        panic!("the default namespace was not created");
+        plane
     }
 
     /// The control plane's process id.
