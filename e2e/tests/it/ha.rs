@@ -61,7 +61,12 @@ impl Member {
         .map(|s| (*s).to_owned())
         .collect();
         if let Some((server, token)) = join {
-            args.extend(["--join".to_owned(), server.to_owned(), "--token".to_owned(), token.to_owned()]);
+            args.extend([
+                "--join".to_owned(),
+                server.to_owned(),
+                "--token".to_owned(),
+                token.to_owned(),
+            ]);
         }
         let forwarder = net
             .ns
@@ -146,13 +151,24 @@ impl Member {
     /// Drops all traffic between this member and `others` (both directions), inside
     /// this member's namespace.
     fn partition_from(&self, others: &[Ipv4Addr]) {
-        let set = others.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", ");
+        let set = others
+            .iter()
+            .map(Ipv4Addr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         let script = format!(
             "table inet skiff-partition {{\n chain input {{ type filter hook input priority -10; ip saddr {{ {set} }} drop; }}\n chain output {{ type filter hook output priority -10; ip daddr {{ {set} }} drop; }}\n}}\n"
         );
         let path = self.data.path().join("partition.nft");
         std::fs::write(&path, script).unwrap();
-        let status = self.net.ns.command("nft").arg("-f").arg(&path).status().unwrap();
+        let status = self
+            .net
+            .ns
+            .command("nft")
+            .arg("-f")
+            .arg(&path)
+            .status()
+            .unwrap();
         assert!(status.success(), "nft -f partition");
     }
 
@@ -180,9 +196,10 @@ fn client(ca_pem: &str, identity: Option<&KeyPair>, timeout: Duration) -> reqwes
 
 /// A kubeconfig for the admin naming `server`, for kubectl.
 fn kubeconfig(dir: &std::path::Path, member: &Member, server: &str) -> String {
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(member.data.path().join("admin.kubeconfig")).unwrap())
-            .unwrap();
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(member.data.path().join("admin.kubeconfig")).unwrap(),
+    )
+    .unwrap();
     config["clusters"][0]["cluster"]["server"] = json!(server);
     let path = dir.join(format!("kubeconfig-{}", server.rsplit(':').next().unwrap()));
     std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
@@ -199,7 +216,11 @@ fn kubectl(kubeconfig: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-async fn wait_until<T>(what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+async fn wait_until<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = probe().await {
@@ -320,7 +341,11 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
             .command(sibling_binary("skiff-control-plane").unwrap())
             .arg("--data-dir")
             .arg(data.path())
-            .args(["--listen-api", &format!("{}:{API_PORT}", net.ip), "--listen-peer"])
+            .args([
+                "--listen-api",
+                &format!("{}:{API_PORT}", net.ip),
+                "--listen-peer",
+            ])
             .arg(format!("{}:{PEER_PORT}", net.ip))
             .args(["--join", &first_url, "--token", &wrong])
             .output()
@@ -335,7 +360,14 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
             .command(sibling_binary("skiff-node-agent").unwrap())
             .arg("--data-dir")
             .arg(data.path())
-            .args(["--server", &first_url, "--token", &wrong, "--node-name", "node-bad"])
+            .args([
+                "--server",
+                &first_url,
+                "--token",
+                &wrong,
+                "--node-name",
+                "node-bad",
+            ])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -344,7 +376,11 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
     }
 
     // Two agents, each told all three servers.
-    let servers = members.iter().map(Member::url).collect::<Vec<_>>().join(",");
+    let servers = members
+        .iter()
+        .map(Member::url)
+        .collect::<Vec<_>>()
+        .join(",");
     let mut agents = Vec::new();
     for node in ["node-a", "node-b"] {
         agents.push(
@@ -354,7 +390,11 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
         );
     }
     let nodes = kubectl(&kubeconfigs[1], &["get", "nodes"]);
-    assert!(nodes.status.success(), "{}", String::from_utf8_lossy(&nodes.stderr));
+    assert!(
+        nodes.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nodes.stderr)
+    );
 
     // Credentials: none → 401; node-a's certificate listing node-b's pods → 403, its
     // own → 200.
@@ -384,8 +424,15 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
         .unwrap();
     let file = scratch.path().join("web.json");
     std::fs::write(&file, deployment(&image, "v1")).unwrap();
-    let applied = kubectl(&kubeconfigs[0], &["apply", "-f", &file.display().to_string()]);
-    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let applied = kubectl(
+        &kubeconfigs[0],
+        &["apply", "-f", &file.display().to_string()],
+    );
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
     wait_until("4 ready v1 pods", Duration::from_secs(120), async || {
         let pods = web_pods(&kubeconfigs[0]);
         (pods.len() == 4 && pods.iter().all(|p| p.2 == "v1")).then_some(())
@@ -398,8 +445,13 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
     let latencies = Arc::new(Mutex::new(Vec::<(Instant, Duration, bool)>::new()));
     let stop = tokio_util::sync::CancellationToken::new();
     let writer = tokio::spawn({
-        let (http, urls, acknowledged, latencies, stop) =
-            (http.clone(), host_urls.clone(), acknowledged.clone(), latencies.clone(), stop.clone());
+        let (http, urls, acknowledged, latencies, stop) = (
+            http.clone(),
+            host_urls.clone(),
+            acknowledged.clone(),
+            latencies.clone(),
+            stop.clone(),
+        );
         async move {
             let mut n = 0u32;
             while !stop.is_cancelled() {
@@ -423,11 +475,24 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
 
     // Start a rolling update, then SIGKILL the Raft leader.
     std::fs::write(&file, deployment(&image, "v2")).unwrap();
-    let applied = kubectl(&kubeconfigs[0], &["apply", "-f", &file.display().to_string()]);
-    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let applied = kubectl(
+        &kubeconfigs[0],
+        &["apply", "-f", &file.display().to_string()],
+    );
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let leader_peer = wait_until("a Raft leader", Duration::from_secs(20), async || members[0].raft_leader()).await;
-    let leader = members.iter().position(|m| m.peer() == leader_peer).unwrap();
+    let leader_peer = wait_until("a Raft leader", Duration::from_secs(20), async || {
+        members[0].raft_leader()
+    })
+    .await;
+    let leader = members
+        .iter()
+        .position(|m| m.peer() == leader_peer)
+        .unwrap();
     let lease_before = lease_holder(&http, &host_urls).await;
     let killed_at = Instant::now();
     members[leader].kill().await;
@@ -435,27 +500,36 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
     let survivor_urls: Vec<String> = survivors.iter().map(|i| host_urls[*i].clone()).collect();
 
     // Writes succeed again: the first acknowledged write that started after the kill.
-    let failover = wait_until("a write after the kill", Duration::from_secs(30), async || {
-        let samples = latencies.lock().unwrap();
-        samples
-            .iter()
-            .find(|(started, _, ok)| *started >= killed_at && *ok)
-            .map(|(started, took, _)| (*started + *took).duration_since(killed_at))
-    })
+    let failover = wait_until(
+        "a write after the kill",
+        Duration::from_secs(30),
+        async || {
+            let samples = latencies.lock().unwrap();
+            samples
+                .iter()
+                .find(|(started, _, ok)| *started >= killed_at && *ok)
+                .map(|(started, took, _)| (*started + *took).duration_since(killed_at))
+        },
+    )
     .await;
     // Controllers resume under a new Lease holder (the killed member's Lease expires).
     let new_holder = wait_until("a new Lease holder", Duration::from_secs(40), async || {
         let holder = lease_holder(&http, &survivor_urls).await?;
-        (Some(&holder) != lease_before.as_ref() && !holder.starts_with(&format!("{}_", members[leader].name)))
-            .then_some(holder)
+        (Some(&holder) != lease_before.as_ref()
+            && !holder.starts_with(&format!("{}_", members[leader].name)))
+        .then_some(holder)
     })
     .await;
     let controllers_back = killed_at.elapsed();
     let survivor_config = &kubeconfigs[survivors[0]];
-    wait_until("the rollout to v2 finished", Duration::from_secs(120), async || {
-        let pods = web_pods(survivor_config);
-        (pods.len() == 4 && pods.iter().all(|p| p.2 == "v2")).then_some(())
-    })
+    wait_until(
+        "the rollout to v2 finished",
+        Duration::from_secs(120),
+        async || {
+            let pods = web_pods(survivor_config);
+            (pods.len() == 4 && pods.iter().all(|p| p.2 == "v2")).then_some(())
+        },
+    )
     .await;
     let rollout_done = killed_at.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -464,7 +538,10 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
 
     // No acknowledged write is lost.
     let stored = http
-        .get(format!("{}/api/v1/namespaces/default/secrets", survivor_urls[0]))
+        .get(format!(
+            "{}/api/v1/namespaces/default/secrets",
+            survivor_urls[0]
+        ))
         .send()
         .await
         .unwrap()
@@ -478,7 +555,10 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
         .map(|s| s["metadata"]["name"].as_str().unwrap().to_owned())
         .collect();
     let acknowledged = acknowledged.lock().unwrap().clone();
-    let lost: Vec<&String> = acknowledged.iter().filter(|n| !names.contains(*n)).collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|n| !names.contains(*n))
+        .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     // Every write that ended within 10 s after the kill, in flight at the kill included.
     let (window, failed): (Vec<_>, Vec<_>) = latencies
@@ -496,39 +576,62 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
 
     // The killed member comes back and catches up; then partition a follower.
     members[leader].launch().await;
-    wait_until("three voters with a leader", Duration::from_secs(30), async || {
-        members[leader].raft_leader()
+    wait_until(
+        "three voters with a leader",
+        Duration::from_secs(30),
+        async || members[leader].raft_leader(),
+    )
+    .await;
+    let leader_peer = wait_until("a Raft leader", Duration::from_secs(20), async || {
+        members[survivors[0]].raft_leader()
     })
     .await;
-    let leader_peer = wait_until("a Raft leader", Duration::from_secs(20), async || members[survivors[0]].raft_leader()).await;
     let follower = (0..3).find(|i| members[*i].peer() != leader_peer).unwrap();
-    let others: Vec<Ipv4Addr> = (0..3).filter(|i| *i != follower).map(|i| members[i].net.ip).collect();
+    let others: Vec<Ipv4Addr> = (0..3)
+        .filter(|i| *i != follower)
+        .map(|i| members[i].net.ip)
+        .collect();
     members[follower].partition_from(&others);
-    let majority_urls: Vec<String> = (0..3).filter(|i| *i != follower).map(|i| host_urls[i].clone()).collect();
-    write_secret(&http, &majority_urls, "during-partition").await.expect("the majority serves writes");
+    let majority_urls: Vec<String> = (0..3)
+        .filter(|i| *i != follower)
+        .map(|i| host_urls[i].clone())
+        .collect();
+    write_secret(&http, &majority_urls, "during-partition")
+        .await
+        .expect("the majority serves writes");
     let slow = client(&ca_pem, Some(&admin), Duration::from_secs(8));
     let refused = write_secret(&slow, &host_urls[follower..=follower], "on-the-minority").await;
     assert!(refused.is_err(), "the minority acknowledged a write");
     members[follower].heal();
     let minority = host_urls[follower].clone();
-    wait_until("the healed member catches up", Duration::from_secs(30), async || {
-        let response = http
-            .get(format!("{minority}/api/v1/namespaces/default/secrets/during-partition"))
-            .send()
-            .await
-            .ok()?;
-        (response.status().as_u16() == 200).then_some(())
-    })
+    wait_until(
+        "the healed member catches up",
+        Duration::from_secs(30),
+        async || {
+            let response = http
+                .get(format!(
+                    "{minority}/api/v1/namespaces/default/secrets/during-partition"
+                ))
+                .send()
+                .await
+                .ok()?;
+            (response.status().as_u16() == 200).then_some(())
+        },
+    )
     .await;
 
     // A lost node: node-b's agent is killed; its pods move to node-a.
     let lost_at = Instant::now();
     agents[1].kill().await;
     let config = kubeconfigs[survivors[0]].clone();
-    wait_until("web's pods all on node-a", Duration::from_secs(90), async || {
-        let pods = web_pods(&config);
-        (pods.len() == 4 && pods.iter().all(|p| p.1 == "node-a")).then_some(())
-    })
+    wait_until(
+        "web's pods all on node-a",
+        Duration::from_secs(90),
+        async || {
+            let pods = web_pods(&config);
+            (pods.len() == 4 && pods.iter().all(|p| p.1 == "node-a")).then_some(())
+        },
+    )
     .await;
     let rescheduled = lost_at.elapsed();
 
@@ -544,8 +647,13 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
             .map(|p| {
                 (
                     p["metadata"]["name"].as_str().unwrap().to_owned(),
-                    p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(-1),
-                    p["status"]["containerStatuses"][0]["containerID"].as_str().unwrap_or_default().to_owned(),
+                    p["status"]["containerStatuses"][0]["restartCount"]
+                        .as_i64()
+                        .unwrap_or(-1),
+                    p["status"]["containerStatuses"][0]["containerID"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
                 )
             })
             .collect()
@@ -555,7 +663,11 @@ async fn three_members_survive_leader_loss_partition_and_node_loss() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = kubectl(&config, &["get", "pods", "-l", "app=web", "-o", "json"]);
     let after: Value = serde_json::from_slice(&after.stdout).unwrap();
-    assert_eq!(restarts(&before), restarts(&after), "the restarted agent adopted its containers");
+    assert_eq!(
+        restarts(&before),
+        restarts(&after),
+        "the restarted agent adopted its containers"
+    );
 
     println!(
         "RESULT ha leader_failover_ms={} write_p99_during_failover_ms={:.1} writes_in_window={} failed_attempts={} \
