@@ -197,7 +197,7 @@ impl Pki {
     ) -> anyhow::Result<PathBuf> {
         let path = data_dir.join("admin.kubeconfig");
         let text = kubeconfig(&self.ca.cert_pem, &self.admin, servers);
-        write_private(&path, text.as_bytes())?;
+        write_private(data_dir, "admin.kubeconfig", text.as_bytes())?;
         Ok(path)
     }
 }
@@ -277,12 +277,9 @@ impl Tokens {
             }
             None => (Token::generate(&hash), Some(Token::generate(&hash))),
         };
-        write_private(&data_dir.join("token"), format!("{server}\n").as_bytes())?;
+        write_private(data_dir, "token", format!("{server}\n").as_bytes())?;
         if let Some(agent) = &agent {
-            write_private(
-                &data_dir.join("agent-token"),
-                format!("{agent}\n").as_bytes(),
-            )?;
+            write_private(data_dir, "agent-token", format!("{agent}\n").as_bytes())?;
         }
         let created = agent.is_some();
         Ok(Tokens {
@@ -335,23 +332,10 @@ pub fn secret(name: &str, type_: &str, data: &[(&str, &str)]) -> Value {
     })
 }
 
-/// Writes `bytes` to `path` readable by its owner only, atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("failed to write {}", temporary.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
-        .with_context(|| format!("failed to write {}", path.display()))?;
-    Ok(())
+/// Writes `bytes` to `dir/name` readable by its owner only, atomically.
+fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    skiff_pki::write_atomic(dir, name, bytes, 0o600)
+        .with_context(|| format!("failed to write {}", dir.join(name).display()))
 }
 
 /// What a member that joins learns from the one it asks.

@@ -3,9 +3,7 @@
 //! fetch the CA pinned by the token's hash, send a CSR for `system:node:<name>` with
 //! the token as bearer to `POST /skiff/v1/join/agent`, keep the signed certificate.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -382,16 +380,13 @@ fn save(pki_dir: &Path, credentials: &Credentials) -> Result<(), Error> {
     };
     std::fs::create_dir_all(pki_dir).map_err(failed(pki_dir))?;
     let ca_path = pki_dir.join(CA_FILE);
-    let temporary = pki_dir.join(format!(".{CA_FILE}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(credentials.ca_pem.as_bytes())?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &ca_path)?;
-        std::fs::File::open(pki_dir)?.sync_all()
-    };
-    write().map_err(failed(&ca_path))?;
+    skiff_pki::write_atomic(pki_dir, CA_FILE, credentials.ca_pem.as_bytes(), 0o644).map_err(
+        |error| Error::Files {
+            action: "writing",
+            path: ca_path.clone(),
+            message: error.to_string(),
+        },
+    )?;
     credentials
         .node
         .save(pki_dir, NODE_PAIR)
@@ -413,6 +408,7 @@ mod tests {
     use skiff_pki::{Ca, ClientAuth, Issue, Usage};
 
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     const SERVER: &str = "https://10.0.0.1:6443";
 

@@ -31,8 +31,8 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes `contents` to `dir/name` with `mode` via a synced temp file, rename and directory
-/// sync.
-pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<()> {
+/// sync: a crash leaves the old file or the new one, never a torn one.
+pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<()> {
     let path = dir.join(name);
     let temp_path = dir.join(format!(".{name}.tmp"));
     let io_error = |action, path: &Path| {

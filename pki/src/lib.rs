@@ -23,6 +23,7 @@ mod token;
 pub use ca::{Ca, Identity, Issue, KeyPair, Usage, ca_hash, generate_csr, identity_of};
 pub use error::{Error, Result};
 pub use fetch::fetch_pinned_ca;
+pub use files::write_atomic;
 pub use tls::{
     ClientAuth, certs_from_pem, client_config, client_config_h2, private_key_from_pem,
     server_config,
