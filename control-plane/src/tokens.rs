@@ -237,34 +237,14 @@ pub fn parse_ttl(text: &str) -> anyhow::Result<Option<Duration>> {
 
 /// Aligns tab-separated columns with two spaces between them.
 fn align(text: &str) -> String {
-    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| {
-                if i + 1 == row.len() {
-                    (*cell).to_owned()
-                } else {
-                    format!("{cell:width$}", width = widths[i])
-                }
-            })
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    use std::io::Write as _;
+    let mut writer = tabwriter::TabWriter::new(Vec::new()).padding(2);
+    // Writing to a Vec cannot fail.
+    let _ = writer.write_all(text.as_bytes());
+    writer
+        .into_inner()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
